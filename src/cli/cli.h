@@ -1,0 +1,63 @@
+/* cli.h - the forja command-line tool: commands, their options and help from one table.
+ *
+ * The tool is the only part of forja that prints. Each command is a struct cli_cmd with its
+ * option table; `forja CMD --help`, `forja help` and docs/cli.md are all generated from these
+ * tables, so options, help and documentation cannot drift apart.
+ */
+#ifndef FJ_CLI_CLI_H
+#define FJ_CLI_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Exit codes. */
+enum { CLI_OK = 0, CLI_DATA_ERROR = 1, CLI_USAGE = 2, CLI_FAILURE = 3 };
+
+struct cli_opt {
+    const char *name; /* long name, without "--" */
+    const char *arg;  /* metavariable for an option that takes a value; NULL for a flag */
+    const char *help; /* one sentence */
+};
+
+/* One command-line element, in command-line order: a positional argument (opt == -1) or an
+ * option (index into the command's option table) with its value (NULL for a flag). */
+struct cli_item {
+    int opt;
+    const char *value;
+};
+
+struct cli_args {
+    struct cli_item *items; /* owned */
+    size_t n;
+};
+
+struct cli_cmd {
+    const char *name;
+    const char *args;        /* positional part of the synopsis, e.g. "FILE..." */
+    const char *summary;     /* one line for `forja help` */
+    const char *description; /* paragraphs for --help and docs/cli.md */
+    const struct cli_opt *opts; /* terminated by an entry with name NULL */
+    int (*run)(const struct cli_cmd *cmd, const struct cli_args *args);
+};
+
+/* Parses argv (after the command name). Prints a message and returns CLI_USAGE on bad usage;
+ * returns -1 if --help was given (help already printed); else 0. */
+int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, struct cli_args *out);
+void cli_args_free(struct cli_args *a);
+
+/* The last value of option `name`, or NULL if it was not given. */
+const char *cli_get(const struct cli_cmd *cmd, const struct cli_args *a, const char *name);
+/* Whether flag or option `name` was given. */
+bool cli_has(const struct cli_cmd *cmd, const struct cli_args *a, const char *name);
+/* Index of option `name` in cmd's table (asserts that it exists). */
+int cli_opt_index(const struct cli_cmd *cmd, const char *name);
+/* Parses a non-negative integer option value; prints an error and returns -1 if invalid. */
+long long cli_parse_count(const char *opt, const char *value, long long max);
+
+void cli_print_help(const struct cli_cmd *cmd);
+
+extern const struct cli_cmd cli_cmd_tokens;
+extern const struct cli_cmd cli_cmd_tokenize;
+extern const struct cli_cmd cli_cmd_detokenize;
+
+#endif

@@ -1,0 +1,158 @@
+/* encode.c - text to tokens and back, for any byte-level BPE encoding.
+ *
+ * tok_encode = (split off special tokens) -> pre-tokenize each stretch of ordinary text ->
+ * for each piece: the piece's own id if its bytes are a token, else the byte-pair merge.
+ * Taking the whole piece first is what tiktoken does, and it matters: a piece whose bytes are
+ * a token is that token even where merging would not reach it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/utf8.h"
+#include "tok/tok_internal.h"
+
+void tok_ids_free(struct tok_ids *ids)
+{
+    if (ids == NULL)
+        return;
+    free(ids->data);
+    ids->data = NULL;
+    ids->len = ids->cap = 0;
+}
+
+static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, size_t n,
+                           struct tok_sink *sink)
+{
+    const struct tok_vocab *v = &enc->vocab;
+    size_t i = 0;
+    while (i < n) {
+        size_t e = tok_pretok_next(enc->pattern, s, i, n);
+        size_t len = e - i;
+        uint32_t id = len == 1 ? v->byte_id[s[i]] : tok_vocab_lookup(v, s + i, len);
+        int rc = id != TOK_NO_ID ? tok_sink_push(sink, id) : tok_bpe_merge(v, s + i, len, sink);
+        if (rc != 0)
+            return rc;
+        i = e;
+    }
+    return 0;
+}
+
+/* The leftmost special token in s[from..n): returns its index in enc->specials and stores
+ * its offset, or returns -1. Among tokens starting at the same offset, the longest wins. */
+static long find_special(const struct tok_encoding *enc, const uint8_t *s, size_t from, size_t n,
+                         size_t *at)
+{
+    for (size_t i = from; i < n; i++) {
+        if (!enc->special_first[s[i]])
+            continue;
+        long best = -1;
+        for (size_t k = 0; k < enc->n_specials; k++) {
+            const struct tok_special_token *t = &enc->specials[k];
+            if (t->len <= n - i && memcmp(s + i, t->text, t->len) == 0 &&
+                (best < 0 || t->len > enc->specials[best].len))
+                best = (long)k;
+        }
+        if (best >= 0) {
+            *at = i;
+            return best;
+        }
+    }
+    return -1;
+}
+
+static int encode_into(const struct tok_encoding *enc, const char *text, size_t len,
+                       enum tok_special special, struct tok_sink *sink, struct fj_err *err)
+{
+    const uint8_t *s = (const uint8_t *)text;
+    size_t bad;
+    if (!fj_utf8_valid(s, len, &bad))
+        return fj_err_set(err, FJ_ERR_UTF8, "invalid UTF-8 at byte %zu", bad);
+    int rc = 0;
+    if (special == TOK_SPECIAL_AS_TEXT || enc->n_specials == 0) {
+        rc = encode_ordinary(enc, s, len, sink);
+    } else {
+        size_t from = 0, at;
+        long k;
+        while (rc == 0 && (k = find_special(enc, s, from, len, &at)) >= 0) {
+            if (special == TOK_SPECIAL_REJECT)
+                return fj_err_set(err, FJ_ERR_SPECIAL,
+                                  "text contains the special token %s at byte %zu",
+                                  enc->specials[k].text, at);
+            rc = encode_ordinary(enc, s + from, at - from, sink);
+            if (rc == 0)
+                rc = tok_sink_push(sink, enc->specials[k].id);
+            from = at + enc->specials[k].len;
+        }
+        if (rc == 0)
+            rc = encode_ordinary(enc, s + from, len - from, sink);
+    }
+    if (rc == FJ_ERR_NOMEM)
+        return fj_err_set(err, rc, "out of memory encoding %zu bytes", len);
+    if (rc != 0)
+        return fj_err_set(err, rc, "cannot encode a piece of %zu bytes", len);
+    return 0;
+}
+
+int tok_encode(const struct tok_encoding *enc, const char *text, size_t len,
+               enum tok_special special, struct tok_ids *ids, struct fj_err *err)
+{
+    size_t old = ids->len;
+    struct tok_sink sink = {ids, 0};
+    int rc = encode_into(enc, text, len, special, &sink, err);
+    if (rc != 0)
+        ids->len = old;
+    return rc;
+}
+
+int tok_count(const struct tok_encoding *enc, const char *text, size_t len,
+              enum tok_special special, size_t *count, struct fj_err *err)
+{
+    struct tok_sink sink = {NULL, 0};
+    int rc = encode_into(enc, text, len, special, &sink, err);
+    *count = rc == 0 ? sink.count : 0;
+    return rc;
+}
+
+int tok_token_bytes(const struct tok_encoding *enc, uint32_t id, const uint8_t **bytes,
+                    size_t *len)
+{
+    const struct tok_vocab *v = &enc->vocab;
+    if (id < v->n_ids && v->len[id] != 0) {
+        *bytes = v->pool + v->off[id];
+        *len = v->len[id];
+        return 0;
+    }
+    for (size_t k = 0; k < enc->n_specials; k++) {
+        if (enc->specials[k].id == id) {
+            *bytes = (const uint8_t *)enc->specials[k].text;
+            *len = enc->specials[k].len;
+            return 0;
+        }
+    }
+    return FJ_ERR_NOT_FOUND;
+}
+
+int tok_decode(const struct tok_encoding *enc, const uint32_t *ids, size_t n, struct fj_buf *out,
+               struct fj_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *b;
+        size_t len;
+        if (tok_token_bytes(enc, ids[i], &b, &len) != 0)
+            return fj_err_set(err, FJ_ERR_NOT_FOUND, "%u is not a token of %s (position %zu)",
+                              ids[i], enc->name, i);
+        if (fj_buf_append(out, b, len) != 0)
+            return fj_err_set(err, FJ_ERR_NOMEM, "out of memory decoding %zu tokens", n);
+    }
+    return 0;
+}
+
+const char *tok_encoding_name(const struct tok_encoding *enc)
+{
+    return enc->name;
+}
+
+uint32_t tok_encoding_n_vocab(const struct tok_encoding *enc)
+{
+    return enc->n_vocab;
+}
