@@ -15,8 +15,6 @@
 
 #include "tok/tok_internal.h"
 
-#define SMALL_PIECE 256
-
 int tok_sink_push(struct tok_sink *sink, uint32_t id)
 {
     sink->count++;
@@ -42,10 +40,12 @@ static inline uint32_t span_rank(const struct tok_vocab *v, const uint8_t *p, si
 
 /* tiktoken's loop: part k covers [start[k], start[k+1]); rank[k] is the rank of part k
  * joined with part k+1 (TOK_NO_ID if that is no token). start[m-1] == n is a sentinel. */
-static int merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
-                       struct tok_sink *sink)
+int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
+                        struct tok_sink *sink)
 {
-    uint32_t start[SMALL_PIECE + 1], rank[SMALL_PIECE + 1], id[SMALL_PIECE + 1];
+    uint32_t start[TOK_BPE_SMALL + 1], rank[TOK_BPE_SMALL + 1], id[TOK_BPE_SMALL + 1];
+    if (n > TOK_BPE_SMALL)
+        return FJ_ERR_RANGE;
     size_t m = n + 1;
     for (size_t k = 0; k < n; k++) {
         start[k] = (uint32_t)k;
@@ -129,8 +129,8 @@ static uint64_t heap_pop(struct heap *h)
 /* Parts are a linked list over byte positions: part k starts at byte k and ends where
  * next[k] starts (n for the last part). rank[k] is the rank of part k joined with its
  * successor; a heap entry is current only while it still equals rank[k] and k is alive. */
-static int merge_large(const struct tok_vocab *v, const uint8_t *p, size_t n,
-                       struct tok_sink *sink)
+int tok_bpe_merge_large(const struct tok_vocab *v, const uint8_t *p, size_t n,
+                        struct tok_sink *sink)
 {
     uint32_t *next = malloc(n * sizeof *next);
     uint32_t *prev = malloc(n * sizeof *prev);
@@ -186,7 +186,7 @@ int tok_bpe_merge(const struct tok_vocab *v, const uint8_t *piece, size_t n, str
 {
     if (n >= UINT32_MAX)
         return FJ_ERR_RANGE; /* positions are 32-bit; no caller makes a 4 GiB piece */
-    if (n <= SMALL_PIECE)
-        return merge_small(v, piece, n, sink);
-    return merge_large(v, piece, n, sink);
+    if (n <= TOK_BPE_SMALL)
+        return tok_bpe_merge_small(v, piece, n, sink);
+    return tok_bpe_merge_large(v, piece, n, sink);
 }

@@ -140,6 +140,10 @@ int tok_vocab_load_tiktoken(struct tok_vocab *v, const uint8_t *data, size_t len
     }
     if (lines == 0)
         return fj_err_set(err, FJ_ERR_FORMAT, "rank file is empty");
+    /* Ranks index arrays: refuse a sparse file that would make them huge. */
+    if (max_rank > 2 * lines + 1024)
+        return fj_err_set(err, FJ_ERR_FORMAT, "rank file has %zu tokens but ranks up to %u",
+                          lines, max_rank);
     int rc = tok_vocab_init(v, max_rank + 1, lines, pool, err);
     if (rc != 0)
         return rc;

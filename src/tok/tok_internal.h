@@ -49,6 +49,13 @@ int tok_sink_push(struct tok_sink *sink, uint32_t id);
  * join the adjacent pair whose joined bytes have the lowest rank, leftmost first. Returns 0 or
  * FJ_ERR_NOMEM (long pieces need scratch memory). */
 int tok_bpe_merge(const struct tok_vocab *v, const uint8_t *piece, size_t n, struct tok_sink *sink);
+/* The two strategies tok_bpe_merge chooses between, exposed for the test that checks they
+ * agree: the quadratic scan (n <= TOK_BPE_SMALL) and the heap (any n >= 2). */
+#define TOK_BPE_SMALL 256
+int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *piece, size_t n,
+                        struct tok_sink *sink);
+int tok_bpe_merge_large(const struct tok_vocab *v, const uint8_t *piece, size_t n,
+                        struct tok_sink *sink);
 
 struct tok_special_token {
     char *text; /* owned, NUL-terminated */
