@@ -50,7 +50,7 @@ int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
     for (size_t k = 0; k < n; k++) {
         start[k] = (uint32_t)k;
         id[k] = v->byte_id[p[k]];
-        rank[k] = k + 2 <= n ? span_rank(v, p, k, k + 2) : TOK_NO_ID;
+        rank[k] = k + 1 < n ? tok_vocab_pair(v, p + k) : TOK_NO_ID;
     }
     start[n] = (uint32_t)n;
     rank[n] = TOK_NO_ID;
@@ -65,10 +65,22 @@ int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
         }
         if (best == TOK_NO_ID)
             break;
-        /* Part k absorbs part k+1; the pairs (k-1, k) and (k, k+1) change. */
+        /* Part k absorbs part k+1; the pairs (k-1, k) and (k, k+1) change. Both lookups
+         * are started before either is waited for. */
+        bool left = k > 0 && k + 2 < m, right = k + 3 < m;
+        struct tok_key kl = {0, 0}, kr = {0, 0};
+        if (left) {
+            kl = tok_vocab_key(p + start[k - 1], start[k + 2] - start[k - 1]);
+            tok_vocab_prefetch(v, kl);
+        }
+        if (right) {
+            kr = tok_vocab_key(p + start[k], start[k + 3] - start[k]);
+            tok_vocab_prefetch(v, kr);
+        }
         if (k > 0)
-            rank[k - 1] = k + 2 < m ? span_rank(v, p, start[k - 1], start[k + 2]) : TOK_NO_ID;
-        rank[k] = k + 3 < m ? span_rank(v, p, start[k], start[k + 3]) : TOK_NO_ID;
+            rank[k - 1] = left ? tok_vocab_find(v, kl, p + start[k - 1], start[k + 2] - start[k - 1])
+                               : TOK_NO_ID;
+        rank[k] = right ? tok_vocab_find(v, kr, p + start[k], start[k + 3] - start[k]) : TOK_NO_ID;
         id[k] = best;
         memmove(start + k + 1, start + k + 2, (m - k - 2) * sizeof *start);
         memmove(rank + k + 1, rank + k + 2, (m - k - 2) * sizeof *rank);
@@ -144,7 +156,7 @@ int tok_bpe_merge_large(const struct tok_vocab *v, const uint8_t *p, size_t n,
         next[k] = (uint32_t)(k + 1);
         prev[k] = (uint32_t)k - 1; /* wraps for k == 0; never read there */
         id[k] = v->byte_id[p[k]];
-        rank[k] = k + 2 <= n ? span_rank(v, p, k, k + 2) : TOK_NO_ID;
+        rank[k] = k + 2 <= n ? tok_vocab_pair(v, p + k) : TOK_NO_ID;
         if (rank[k] != TOK_NO_ID && heap_push(&h, ((uint64_t)rank[k] << 32) | k) != 0)
             goto out;
     }
@@ -186,7 +198,7 @@ int tok_bpe_merge(const struct tok_vocab *v, const uint8_t *piece, size_t n, str
 {
     if (n >= UINT32_MAX)
         return FJ_ERR_RANGE; /* positions are 32-bit; no caller makes a 4 GiB piece */
-    if (n <= TOK_BPE_SMALL)
+    if (n <= 256)
         return tok_bpe_merge_small(v, piece, n, sink);
     return tok_bpe_merge_large(v, piece, n, sink);
 }

@@ -20,19 +20,39 @@ void tok_ids_free(struct tok_ids *ids)
     ids->len = ids->cap = 0;
 }
 
+/* Pieces are cut BATCH at a time and their slots prefetched before any is looked up, so the
+ * table's cache misses overlap instead of following one another. */
+#define BATCH 16
+
 static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, size_t n,
                            struct tok_sink *sink)
 {
     const struct tok_vocab *v = &enc->vocab;
+    size_t start[BATCH + 1];
+    struct tok_key key[BATCH];
     size_t i = 0;
     while (i < n) {
-        size_t e = tok_pretok_next(enc->pattern, s, i, n);
-        size_t len = e - i;
-        uint32_t id = len == 1 ? v->byte_id[s[i]] : tok_vocab_lookup(v, s + i, len);
-        int rc = id != TOK_NO_ID ? tok_sink_push(sink, id) : tok_bpe_merge(v, s + i, len, sink);
-        if (rc != 0)
-            return rc;
-        i = e;
+        int m = 0;
+        for (; m < BATCH && i < n; m++) {
+            size_t e = tok_pretok_next(enc->pattern, s, i, n);
+            start[m] = i;
+            if (e - i > 2) {
+                key[m] = tok_vocab_key(s + i, e - i);
+                tok_vocab_prefetch(v, key[m]);
+            }
+            i = e;
+        }
+        start[m] = i;
+        for (int k = 0; k < m; k++) {
+            const uint8_t *p = s + start[k];
+            size_t len = start[k + 1] - start[k];
+            uint32_t id = len == 1   ? v->byte_id[p[0]]
+                          : len == 2 ? tok_vocab_pair(v, p)
+                                     : tok_vocab_find(v, key[k], p, len);
+            int rc = id != TOK_NO_ID ? tok_sink_push(sink, id) : tok_bpe_merge(v, p, len, sink);
+            if (rc != 0)
+                return rc;
+        }
     }
     return 0;
 }

@@ -6,12 +6,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/err.h"
 #include "tok/pretok.h"
 #include "tok/tok.h"
 
 #define TOK_NO_ID UINT32_MAX
+
+/* A hash slot: the token's first 8 bytes (zero-padded) are kept in the slot, so looking up
+ * a token of up to 8 bytes - most of them - touches one cache line. */
+struct tok_slot {
+    uint64_t head; /* first min(len, 8) bytes, little-endian, zero-padded */
+    uint32_t id1;  /* id + 1; 0 marks an empty slot */
+    uint32_t len;
+};
 
 /* Token bytes <-> id. Ids index off/len; the hash maps bytes to ids. In tiktoken files
  * the id of a token is also its merge rank: lower ids merge first. */
@@ -21,10 +30,12 @@ struct tok_vocab {
     uint32_t *len;      /* (n_ids) byte length of each token, 0 if the id is unused */
     uint8_t *pool;      /* all token bytes */
     size_t pool_len, pool_cap;
-    uint64_t *slots;    /* open addressing: (hash tag << 32) | (id + 1); 0 is empty */
+    struct tok_slot *slots; /* open addressing, linear probing, load factor <= 1/2 */
     size_t mask;        /* number of slots - 1 (a power of two) */
     size_t count;       /* tokens added */
     uint32_t byte_id[256]; /* id of each single byte, TOK_NO_ID if it has none */
+    uint32_t *pair_id;  /* (65536) id of each two-byte token by its bytes (little-endian),
+                           TOK_NO_ID if none: the merge's first lookups, without hashing */
 };
 
 /* Allocates a table for up to max_tokens tokens with ids < n_ids and pool_cap bytes. */
@@ -33,8 +44,69 @@ int tok_vocab_init(struct tok_vocab *v, uint32_t n_ids, size_t max_tokens, size_
 /* Adds a token; fails (FJ_ERR_FORMAT) on a duplicate id or duplicate bytes. */
 int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_t id,
                   struct fj_err *err);
-/* The id of exactly these bytes, or TOK_NO_ID. */
+/* The id of exactly these bytes (len >= 1), or TOK_NO_ID. */
 uint32_t tok_vocab_lookup(const struct tok_vocab *v, const uint8_t *bytes, size_t len);
+
+/* A lookup in two steps, so that a caller with several lookups to make can start all their
+ * memory accesses before it waits for the first: key, prefetch, then find. */
+struct tok_key {
+    uint64_t head; /* first min(len, 8) bytes, zero-padded */
+    uint64_t hash;
+};
+
+static inline uint64_t tok_mix64(uint64_t h)
+{
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    h ^= h >> 32;
+    return h;
+}
+
+/* The first min(n, 8) bytes of p as a little-endian word, zero-padded; n >= 1. The
+ * overlapping loads read only bytes of p, and the bytes they share are the same bytes. */
+static inline uint64_t tok_load_head(const uint8_t *p, size_t n)
+{
+    if (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return w;
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        return (uint64_t)a | ((uint64_t)b << (8 * (n - 4)));
+    }
+    return (uint64_t)p[0] | ((uint64_t)p[n >> 1] << (8 * (n >> 1))) |
+           ((uint64_t)p[n - 1] << (8 * (n - 1)));
+}
+
+static inline struct tok_key tok_vocab_key(const uint8_t *bytes, size_t len)
+{
+    struct tok_key k;
+    k.head = tok_load_head(bytes, len);
+    uint64_t h = k.head ^ (0x9E3779B97F4A7C15ull * len);
+    for (size_t i = 8; i < len; i += 8)
+        h = (tok_mix64(h) ^ tok_load_head(bytes + i, len - i)) * 0xbf58476d1ce4e5b9ull;
+    k.hash = tok_mix64(h);
+    return k;
+}
+
+/* The id of the two bytes at p, or TOK_NO_ID. */
+static inline uint32_t tok_vocab_pair(const struct tok_vocab *v, const uint8_t *p)
+{
+    return v->pair_id[p[0] | (p[1] << 8)];
+}
+
+static inline void tok_vocab_prefetch(const struct tok_vocab *v, struct tok_key k)
+{
+    __builtin_prefetch(&v->slots[k.hash & v->mask]);
+}
+
+uint32_t tok_vocab_find(const struct tok_vocab *v, struct tok_key k, const uint8_t *bytes,
+                        size_t len);
 void tok_vocab_free(struct tok_vocab *v);
 
 /* Where tokens go: appended to ids, or only counted when ids is NULL. */
