@@ -65,22 +65,10 @@ int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
         }
         if (best == TOK_NO_ID)
             break;
-        /* Part k absorbs part k+1; the pairs (k-1, k) and (k, k+1) change. Both lookups
-         * are started before either is waited for. */
-        bool left = k > 0 && k + 2 < m, right = k + 3 < m;
-        struct tok_key kl = {0, 0}, kr = {0, 0};
-        if (left) {
-            kl = tok_vocab_key(p + start[k - 1], start[k + 2] - start[k - 1]);
-            tok_vocab_prefetch(v, kl);
-        }
-        if (right) {
-            kr = tok_vocab_key(p + start[k], start[k + 3] - start[k]);
-            tok_vocab_prefetch(v, kr);
-        }
+        /* Part k absorbs part k+1; the pairs (k-1, k) and (k, k+1) change. */
         if (k > 0)
-            rank[k - 1] = left ? tok_vocab_find(v, kl, p + start[k - 1], start[k + 2] - start[k - 1])
-                               : TOK_NO_ID;
-        rank[k] = right ? tok_vocab_find(v, kr, p + start[k], start[k + 3] - start[k]) : TOK_NO_ID;
+            rank[k - 1] = k + 2 < m ? span_rank(v, p, start[k - 1], start[k + 2]) : TOK_NO_ID;
+        rank[k] = k + 3 < m ? span_rank(v, p, start[k], start[k + 3]) : TOK_NO_ID;
         id[k] = best;
         memmove(start + k + 1, start + k + 2, (m - k - 2) * sizeof *start);
         memmove(rank + k + 1, rank + k + 2, (m - k - 2) * sizeof *rank);

@@ -36,7 +36,7 @@ static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, siz
         for (; m < BATCH && i < n; m++) {
             size_t e = tok_pretok_next(enc->pattern, s, i, n);
             start[m] = i;
-            if (e - i > 2) {
+            if (e - i > 4) {
                 key[m] = tok_vocab_key(s + i, e - i);
                 tok_vocab_prefetch(v, key[m]);
             }
@@ -46,9 +46,7 @@ static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, siz
         for (int k = 0; k < m; k++) {
             const uint8_t *p = s + start[k];
             size_t len = start[k + 1] - start[k];
-            uint32_t id = len == 1   ? v->byte_id[p[0]]
-                          : len == 2 ? tok_vocab_pair(v, p)
-                                     : tok_vocab_find(v, key[k], p, len);
+            uint32_t id = len <= 4 ? tok_vocab_lookup(v, p, len) : tok_vocab_find(v, key[k], p, len);
             int rc = id != TOK_NO_ID ? tok_sink_push(sink, id) : tok_bpe_merge(v, p, len, sink);
             if (rc != 0)
                 return rc;
@@ -58,13 +56,21 @@ static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, siz
 }
 
 /* The leftmost special token in s[from..n): returns its index in enc->specials and stores
- * its offset, or returns -1. Among tokens starting at the same offset, the longest wins. */
+ * its offset, or returns -1. Among tokens starting at the same offset, the longest wins.
+ * Candidates are found with memchr when every special token starts with the same byte (all
+ * of tiktoken's start with '<'), so text without that byte is skipped at memchr's speed. */
 static long find_special(const struct tok_encoding *enc, const uint8_t *s, size_t from, size_t n,
                          size_t *at)
 {
     for (size_t i = from; i < n; i++) {
-        if (!enc->special_first[s[i]])
+        if (enc->special_lead >= 0) {
+            const uint8_t *p = memchr(s + i, enc->special_lead, n - i);
+            if (p == NULL)
+                return -1;
+            i = (size_t)(p - s);
+        } else if (!enc->special_first[s[i]]) {
             continue;
+        }
         long best = -1;
         for (size_t k = 0; k < enc->n_specials; k++) {
             const struct tok_special_token *t = &enc->specials[k];

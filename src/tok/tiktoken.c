@@ -216,6 +216,7 @@ struct tok_encoding *tok_encoding_new(const char *name, struct fj_err *err)
     size_t ns = 0;
     while (ns < 6 && b->specials[ns].text != NULL)
         ns++;
+    enc->special_lead = ns > 0 ? (uint8_t)b->specials[0].text[0] : -1;
     enc->specials = calloc(ns, sizeof *enc->specials);
     if (enc->specials == NULL) {
         tok_encoding_free(enc);
@@ -234,6 +235,8 @@ struct tok_encoding *tok_encoding_new(const char *name, struct fj_err *err)
         t->id = b->specials[k].id;
         enc->n_specials = k + 1;
         enc->special_first[(uint8_t)t->text[0]] = true;
+        if (enc->special_lead != (uint8_t)t->text[0])
+            enc->special_lead = -1;
     }
     return enc;
 }

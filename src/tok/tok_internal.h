@@ -36,6 +36,9 @@ struct tok_vocab {
     uint32_t byte_id[256]; /* id of each single byte, TOK_NO_ID if it has none */
     uint32_t *pair_id;  /* (65536) id of each two-byte token by its bytes (little-endian),
                            TOK_NO_ID if none: the merge's first lookups, without hashing */
+    uint64_t *short_slots; /* tokens of 3 or 4 bytes (the merge's most frequent lookups) in
+                              a table small enough to stay in cache; see tok_vocab_short() */
+    size_t short_mask;
 };
 
 /* Allocates a table for up to max_tokens tokens with ids < n_ids and pool_cap bytes. */
@@ -44,7 +47,7 @@ int tok_vocab_init(struct tok_vocab *v, uint32_t n_ids, size_t max_tokens, size_
 /* Adds a token; fails (FJ_ERR_FORMAT) on a duplicate id or duplicate bytes. */
 int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_t id,
                   struct fj_err *err);
-/* The id of exactly these bytes (len >= 1), or TOK_NO_ID. */
+/* The id of exactly these bytes (len >= 1), or TOK_NO_ID. Ids must be < 2^24. */
 uint32_t tok_vocab_lookup(const struct tok_vocab *v, const uint8_t *bytes, size_t len);
 
 /* A lookup in two steps, so that a caller with several lookups to make can start all their
@@ -92,6 +95,31 @@ static inline struct tok_key tok_vocab_key(const uint8_t *bytes, size_t len)
         h = (tok_mix64(h) ^ tok_load_head(bytes + i, len - i)) * 0xbf58476d1ce4e5b9ull;
     k.hash = tok_mix64(h);
     return k;
+}
+
+/* A short slot: bytes (little-endian, zero-padded) << 32 | len << 24 | (id + 1); 0 is empty. */
+static inline uint64_t tok_short_slot(uint32_t bytes, size_t len, uint32_t id)
+{
+    return ((uint64_t)bytes << 32) | ((uint64_t)len << 24) | (id + 1u);
+}
+
+static inline size_t tok_short_hash(uint32_t bytes, size_t len)
+{
+    return (size_t)(((uint64_t)(bytes ^ (uint32_t)len) * 0x9E3779B97F4A7C15ull) >> 40);
+}
+
+/* The id of the 3 or 4 bytes at p, or TOK_NO_ID. */
+static inline uint32_t tok_vocab_short(const struct tok_vocab *v, const uint8_t *p, size_t len)
+{
+    uint32_t bytes = (uint32_t)tok_load_head(p, len);
+    uint64_t want = tok_short_slot(bytes, len, 0) >> 24;
+    for (size_t i = tok_short_hash(bytes, len) & v->short_mask;; i = (i + 1) & v->short_mask) {
+        uint64_t slot = v->short_slots[i];
+        if (slot == 0)
+            return TOK_NO_ID;
+        if (slot >> 24 == want)
+            return (uint32_t)(slot & 0xFFFFFF) - 1;
+    }
 }
 
 /* The id of the two bytes at p, or TOK_NO_ID. */
@@ -143,6 +171,7 @@ struct tok_encoding {
     size_t n_specials;
     uint32_t n_vocab;
     bool special_first[256]; /* bytes that start some special token */
+    int special_lead;        /* the byte all special tokens start with, or -1 */
 };
 
 /* Parses a .tiktoken rank file ("<base64 bytes> <rank>" per line) into v. */

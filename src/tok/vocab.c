@@ -24,7 +24,17 @@ int tok_vocab_init(struct tok_vocab *v, uint32_t n_ids, size_t max_tokens, size_
     v->pool = malloc(pool_cap ? pool_cap : 1);
     v->slots = calloc(slots, sizeof *v->slots);
     v->pair_id = malloc(65536 * sizeof *v->pair_id);
-    if (!v->off || !v->len || !v->pool || !v->slots || !v->pair_id) {
+    /* Sized as if every token were short: most of the lookups are. */
+    size_t short_slots = 1024;
+    while (short_slots < max_tokens)
+        short_slots *= 2;
+    v->short_slots = calloc(short_slots, sizeof *v->short_slots);
+    v->short_mask = short_slots - 1;
+    if (n_ids >= (1u << 24)) {
+        tok_vocab_free(v);
+        return fj_err_set(err, FJ_ERR_FORMAT, "%u token ids: more than forja supports", n_ids);
+    }
+    if (!v->off || !v->len || !v->pool || !v->slots || !v->pair_id || !v->short_slots) {
         tok_vocab_free(v);
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory for a %u-token vocabulary", n_ids);
     }
@@ -67,6 +77,13 @@ int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_
         v->byte_id[bytes[0]] = id;
     if (len == 2)
         v->pair_id[bytes[0] | (bytes[1] << 8)] = id;
+    if (len == 3 || len == 4) {
+        uint32_t b = (uint32_t)head;
+        size_t j = tok_short_hash(b, len) & v->short_mask;
+        while (v->short_slots[j] != 0)
+            j = (j + 1) & v->short_mask;
+        v->short_slots[j] = tok_short_slot(b, len, id);
+    }
     return 0;
 }
 
@@ -89,6 +106,12 @@ uint32_t tok_vocab_find(const struct tok_vocab *v, struct tok_key k, const uint8
 
 uint32_t tok_vocab_lookup(const struct tok_vocab *v, const uint8_t *bytes, size_t len)
 {
+    if (len == 1)
+        return v->byte_id[bytes[0]];
+    if (len == 2)
+        return tok_vocab_pair(v, bytes);
+    if (len <= 4)
+        return tok_vocab_short(v, bytes, len);
     return tok_vocab_find(v, tok_vocab_key(bytes, len), bytes, len);
 }
 
@@ -101,5 +124,6 @@ void tok_vocab_free(struct tok_vocab *v)
     free(v->pool);
     free(v->slots);
     free(v->pair_id);
+    free(v->short_slots);
     memset(v, 0, sizeof *v);
 }
