@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tok/tok.h"
+
 /* Exit codes. */
 enum { CLI_OK = 0, CLI_DATA_ERROR = 1, CLI_USAGE = 2, CLI_FAILURE = 3 };
 
@@ -55,6 +57,14 @@ int cli_opt_index(const struct cli_cmd *cmd, const char *name);
 long long cli_parse_count(const char *opt, const char *value, long long max);
 
 void cli_print_help(const struct cli_cmd *cmd);
+
+/* The encoding named by the command's --encoding option (default cl100k_base); prints an
+ * error and returns NULL for an unknown name. The caller frees it. */
+struct tok_encoding *cli_open_encoding(const struct cli_cmd *cmd, const struct cli_args *a);
+
+/* The special-token mode from --allow-special / --ordinary (default: reject). Prints an
+ * error and returns CLI_USAGE if both are given; else 0. */
+int cli_special_mode(const struct cli_cmd *cmd, const struct cli_args *a, enum tok_special *mode);
 
 extern const struct cli_cmd cli_cmd_tokens;
 extern const struct cli_cmd cli_cmd_tokenize;

@@ -24,16 +24,6 @@ static int read_all(FILE *f, struct fj_buf *b)
     return ferror(f) ? -1 : 0;
 }
 
-static struct tok_encoding *open_encoding(const struct cli_cmd *cmd, const struct cli_args *a)
-{
-    const char *name = cli_get(cmd, a, "encoding");
-    struct fj_err err = {0};
-    struct tok_encoding *enc = tok_encoding_new(name ? name : "cl100k_base", &err);
-    if (enc == NULL)
-        fprintf(stderr, "forja %s: %s\n", cmd->name, err.msg);
-    return enc;
-}
-
 /* Prints a token's bytes as a quoted string: printable ASCII as is, common escapes, other
  * bytes of valid UTF-8 as is, and bytes that are not (part of a character) as \xHH. */
 static void print_piece(const uint8_t *p, size_t n)
@@ -77,12 +67,14 @@ static int run_tokenize(const struct cli_cmd *cmd, const struct cli_args *a)
         }
     }
     int modes = cli_has(cmd, a, "ids") + cli_has(cmd, a, "count") + cli_has(cmd, a, "pieces");
-    if (modes > 1 || (cli_has(cmd, a, "allow-special") && cli_has(cmd, a, "ordinary"))) {
-        fprintf(stderr, "forja tokenize: choose one of --ids, --count, --pieces, and at most one "
-                        "of --allow-special, --ordinary\n");
+    if (modes > 1) {
+        fprintf(stderr, "forja tokenize: choose one of --ids, --count, --pieces\n");
         return CLI_USAGE;
     }
-    struct tok_encoding *enc = open_encoding(cmd, a);
+    enum tok_special special;
+    if (cli_special_mode(cmd, a, &special) != 0)
+        return CLI_USAGE;
+    struct tok_encoding *enc = cli_open_encoding(cmd, a);
     if (enc == NULL)
         return CLI_USAGE;
     struct fj_buf text = {0};
@@ -94,9 +86,6 @@ static int run_tokenize(const struct cli_cmd *cmd, const struct cli_args *a)
         fj_buf_free(&text);
         return CLI_FAILURE;
     }
-    enum tok_special special = cli_has(cmd, a, "allow-special") ? TOK_SPECIAL_ALLOW
-                               : cli_has(cmd, a, "ordinary")    ? TOK_SPECIAL_AS_TEXT
-                                                                : TOK_SPECIAL_REJECT;
     struct fj_err err = {0};
     struct tok_ids ids = {0};
     int status = CLI_OK;
@@ -147,24 +136,17 @@ static int parse_ids(const char *s, struct tok_ids *ids)
             fprintf(stderr, "forja detokenize: '%.20s' is not a token id\n", p);
             return -1;
         }
-        if (ids->len == ids->cap) {
-            size_t cap = ids->cap ? ids->cap * 2 : 256;
-            uint32_t *q = realloc(ids->data, cap * sizeof *q);
-            if (q == NULL) {
-                fprintf(stderr, "forja detokenize: out of memory\n");
-                return -1;
-            }
-            ids->data = q;
-            ids->cap = cap;
+        if (tok_ids_push(ids, (uint32_t)v) != 0) {
+            fprintf(stderr, "forja detokenize: out of memory\n");
+            return -1;
         }
-        ids->data[ids->len++] = (uint32_t)v;
         p = end;
     }
 }
 
 static int run_detokenize(const struct cli_cmd *cmd, const struct cli_args *a)
 {
-    struct tok_encoding *enc = open_encoding(cmd, a);
+    struct tok_encoding *enc = cli_open_encoding(cmd, a);
     if (enc == NULL)
         return CLI_USAGE;
     struct fj_buf in = {0}, out = {0};

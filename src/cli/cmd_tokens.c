@@ -121,10 +121,9 @@ static int run_tokens(const struct cli_cmd *cmd, const struct cli_args *a)
         fprintf(stderr, "forja tokens: no files given (usage: forja tokens FILE...)\n");
         return CLI_USAGE;
     }
-    if (cli_has(cmd, a, "allow-special") && cli_has(cmd, a, "ordinary")) {
-        fprintf(stderr, "forja tokens: --allow-special and --ordinary exclude each other\n");
+    enum tok_special special;
+    if (cli_special_mode(cmd, a, &special) != 0)
         return CLI_USAGE;
-    }
     long long context = DEFAULT_CONTEXT, threads = sysconf(_SC_NPROCESSORS_ONLN),
               max_problems = DEFAULT_MAX_PROBLEMS;
     const char *v;
@@ -138,13 +137,10 @@ static int run_tokens(const struct cli_cmd *cmd, const struct cli_args *a)
     if (threads < 1)
         threads = 1;
 
-    const char *enc_name = cli_get(cmd, a, "encoding");
     struct fj_err err = {0};
-    struct tok_encoding *enc = tok_encoding_new(enc_name ? enc_name : "cl100k_base", &err);
-    if (enc == NULL) {
-        fprintf(stderr, "forja tokens: %s\n", err.msg);
+    struct tok_encoding *enc = cli_open_encoding(cmd, a);
+    if (enc == NULL)
         return CLI_USAGE;
-    }
     const char **paths = calloc(nfiles, sizeof *paths);
     bool *training = calloc(nfiles, sizeof *training);
     struct data_file_report *reports = calloc(nfiles, sizeof *reports);
@@ -164,11 +160,7 @@ static int run_tokens(const struct cli_cmd *cmd, const struct cli_args *a)
         }
     }
     struct data_scan_opts opts = {
-        .check = {enc,
-                  cli_has(cmd, a, "allow-special") ? TOK_SPECIAL_ALLOW
-                  : cli_has(cmd, a, "ordinary")    ? TOK_SPECIAL_AS_TEXT
-                                                   : TOK_SPECIAL_REJECT,
-                  (uint64_t)context},
+        .check = {enc, special, (uint64_t)context},
         .min_examples = MIN_TRAINING_EXAMPLES,
         .threads = (int)threads,
         .max_problems = (size_t)max_problems,

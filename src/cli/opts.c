@@ -135,3 +135,25 @@ void cli_print_help(const struct cli_cmd *cmd)
     }
     printf("  %-24s %s\n", "--help", "Show this help.");
 }
+
+struct tok_encoding *cli_open_encoding(const struct cli_cmd *cmd, const struct cli_args *a)
+{
+    const char *name = cli_get(cmd, a, "encoding");
+    struct fj_err err = {0};
+    struct tok_encoding *enc = tok_encoding_new(name ? name : "cl100k_base", &err);
+    if (enc == NULL)
+        fprintf(stderr, "forja %s: %s\n", cmd->name, err.msg);
+    return enc;
+}
+
+int cli_special_mode(const struct cli_cmd *cmd, const struct cli_args *a, enum tok_special *mode)
+{
+    bool allow = cli_has(cmd, a, "allow-special"), ordinary = cli_has(cmd, a, "ordinary");
+    if (allow && ordinary) {
+        fprintf(stderr, "forja %s: --allow-special and --ordinary exclude each other\n",
+                cmd->name);
+        return CLI_USAGE;
+    }
+    *mode = allow ? TOK_SPECIAL_ALLOW : ordinary ? TOK_SPECIAL_AS_TEXT : TOK_SPECIAL_REJECT;
+    return 0;
+}

@@ -18,19 +18,7 @@
 int tok_sink_push(struct tok_sink *sink, uint32_t id)
 {
     sink->count++;
-    struct tok_ids *ids = sink->ids;
-    if (ids == NULL)
-        return 0;
-    if (ids->len == ids->cap) {
-        size_t cap = ids->cap ? ids->cap * 2 : 256;
-        uint32_t *p = realloc(ids->data, cap * sizeof *p);
-        if (p == NULL)
-            return FJ_ERR_NOMEM;
-        ids->data = p;
-        ids->cap = cap;
-    }
-    ids->data[ids->len++] = id;
-    return 0;
+    return sink->ids != NULL ? tok_ids_push(sink->ids, id) : 0;
 }
 
 static inline uint32_t span_rank(const struct tok_vocab *v, const uint8_t *p, size_t a, size_t b)

@@ -11,6 +11,20 @@
 #include "core/utf8.h"
 #include "tok/tok_internal.h"
 
+int tok_ids_push(struct tok_ids *ids, uint32_t id)
+{
+    if (ids->len == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 256;
+        uint32_t *p = realloc(ids->data, cap * sizeof *p);
+        if (p == NULL)
+            return FJ_ERR_NOMEM;
+        ids->data = p;
+        ids->cap = cap;
+    }
+    ids->data[ids->len++] = id;
+    return 0;
+}
+
 void tok_ids_free(struct tok_ids *ids)
 {
     if (ids == NULL)

@@ -110,6 +110,24 @@ static size_t symbol_piece(const uint8_t *s, size_t j, size_t n, const char *tra
     return j;
 }
 
+/* The last four alternatives that cl100k and o200k share, at s[i] of class c0:
+ * \p{N}{1,max_digits} | ?[^\s\p{L}\p{N}]+[trail]* | \s*[\r\n]+ | \s+(?!\S) | \s+ */
+static size_t tail_piece(const uint8_t *s, size_t i, size_t n, enum tok_uclass c0, int max_digits,
+                         const char *trail)
+{
+    int len;
+    if (c0 == TOK_UC_N) {
+        size_t j = i;
+        for (int d = 0; d < max_digits && class_at(s, j, n, &len) == TOK_UC_N; d++)
+            j += (size_t)len;
+        return j;
+    }
+    size_t j = (s[i] == ' ') ? i + 1 : i;
+    if (in(MASK_SYMBOL, class_at(s, j, n, &len)))
+        return symbol_piece(s, j, n, trail);
+    return whitespace_piece(s, i, n, 1);
+}
+
 static size_t next_gpt2(const uint8_t *s, size_t i, size_t n)
 {
     if (s[i] == '\'') {
@@ -146,18 +164,7 @@ static size_t next_cl100k(const uint8_t *s, size_t i, size_t n, int max_digits)
         if (in(MASK_L, class_at(s, j, n, &len1)))
             return run_end(s, j, n, MASK_L);
     }
-    /* \p{N}{1,max_digits} */
-    if (c0 == TOK_UC_N) {
-        size_t j = i + (size_t)len0;
-        for (int d = 1; d < max_digits && class_at(s, j, n, &len1) == TOK_UC_N; d++)
-            j += (size_t)len1;
-        return j;
-    }
-    /* ?[^\s\p{L}\p{N}]+[\r\n]* */
-    size_t j = (s[i] == ' ') ? i + 1 : i;
-    if (in(MASK_SYMBOL, class_at(s, j, n, &len1)))
-        return symbol_piece(s, j, n, "\r\n");
-    return whitespace_piece(s, i, n, 1);
+    return tail_piece(s, i, n, c0, max_digits, "\r\n");
 }
 
 /* o200k's first alternative without its optional prefix character, from start:
@@ -211,18 +218,7 @@ static size_t next_o200k(const uint8_t *s, size_t i, size_t n)
         e = run_end(s, run_end(s, i, n, MASK_UPPERISH), n, MASK_LOWERISH);
         return with_contraction(s, e, n);
     }
-    /* \p{N}{1,3} */
-    if (c0 == TOK_UC_N) {
-        size_t j = after;
-        for (int d = 1; d < 3 && class_at(s, j, n, &len1) == TOK_UC_N; d++)
-            j += (size_t)len1;
-        return j;
-    }
-    /* ?[^\s\p{L}\p{N}]+[\r\n/]* */
-    size_t j = (s[i] == ' ') ? i + 1 : i;
-    if (in(MASK_SYMBOL, class_at(s, j, n, &len1)))
-        return symbol_piece(s, j, n, "\r\n/");
-    return whitespace_piece(s, i, n, 1);
+    return tail_piece(s, i, n, c0, 3, "\r\n/");
 }
 
 size_t tok_pretok_next(enum tok_pattern pattern, const uint8_t *s, size_t i, size_t n)

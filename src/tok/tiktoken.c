@@ -117,26 +117,37 @@ static int split_line(const uint8_t *line, size_t n, size_t *b64_len, uint32_t *
     return 0;
 }
 
+/* The next non-empty line of data[*pos..len) as [*start, *end); advances *pos and *line_no.
+ * Returns 0 at the end of the data. */
+static int next_line(const uint8_t *data, size_t len, size_t *pos, size_t *line_no,
+                     size_t *start, size_t *end)
+{
+    while (*pos < len) {
+        const uint8_t *nl = memchr(data + *pos, '\n', len - *pos);
+        *start = *pos;
+        *end = nl ? (size_t)(nl - data) : len;
+        *pos = *end + 1;
+        ++*line_no;
+        if (*end > *start)
+            return 1;
+    }
+    return 0;
+}
+
 int tok_vocab_load_tiktoken(struct tok_vocab *v, const uint8_t *data, size_t len,
                             struct fj_err *err)
 {
     /* Pass 1: count tokens, find the largest rank, bound the bytes. */
-    size_t lines = 0, pool = 0;
-    uint32_t max_rank = 0;
-    for (size_t i = 0, ln = 1; i < len; ln++) {
-        const uint8_t *nl = memchr(data + i, '\n', len - i);
-        size_t end = nl ? (size_t)(nl - data) : len;
-        size_t b64_len;
-        uint32_t rank;
-        if (end > i) {
-            if (split_line(data + i, end - i, &b64_len, &rank) != 0)
-                return fj_err_set(err, FJ_ERR_FORMAT, "rank file line %zu: expected '<base64> <rank>'", ln);
-            lines++;
-            pool += b64_len / 4 * 3;
-            if (rank > max_rank)
-                max_rank = rank;
-        }
-        i = end + 1;
+    size_t lines = 0, pool = 0, pos = 0, ln = 0, a, b, b64_len;
+    uint32_t rank, max_rank = 0;
+    while (next_line(data, len, &pos, &ln, &a, &b)) {
+        if (split_line(data + a, b - a, &b64_len, &rank) != 0)
+            return fj_err_set(err, FJ_ERR_FORMAT, "rank file line %zu: expected '<base64> <rank>'",
+                              ln);
+        lines++;
+        pool += b64_len / 4 * 3;
+        if (rank > max_rank)
+            max_rank = rank;
     }
     if (lines == 0)
         return fj_err_set(err, FJ_ERR_FORMAT, "rank file is empty");
@@ -149,24 +160,18 @@ int tok_vocab_load_tiktoken(struct tok_vocab *v, const uint8_t *data, size_t len
         return rc;
     /* Pass 2: decode and add. */
     uint8_t tokbuf[1024];
-    for (size_t i = 0, ln = 1; i < len; ln++) {
-        const uint8_t *nl = memchr(data + i, '\n', len - i);
-        size_t end = nl ? (size_t)(nl - data) : len;
-        size_t b64_len;
-        uint32_t rank;
-        if (end > i) {
-            split_line(data + i, end - i, &b64_len, &rank);
-            long n = b64_len <= 4 * sizeof tokbuf / 3 ? b64_decode(data + i, b64_len, tokbuf) : -1;
-            if (n <= 0) {
-                tok_vocab_free(v);
-                return fj_err_set(err, FJ_ERR_FORMAT, "rank file line %zu: bad base64", ln);
-            }
-            if ((rc = tok_vocab_add(v, tokbuf, (size_t)n, rank, err)) != 0) {
-                tok_vocab_free(v);
-                return rc;
-            }
+    pos = ln = 0;
+    while (next_line(data, len, &pos, &ln, &a, &b)) {
+        split_line(data + a, b - a, &b64_len, &rank);
+        long n = b64_len <= 4 * sizeof tokbuf / 3 ? b64_decode(data + a, b64_len, tokbuf) : -1;
+        if (n <= 0)
+            rc = fj_err_set(err, FJ_ERR_FORMAT, "rank file line %zu: bad base64", ln);
+        else
+            rc = tok_vocab_add(v, tokbuf, (size_t)n, rank, err);
+        if (rc != 0) {
+            tok_vocab_free(v);
+            return rc;
         }
-        i = end + 1;
     }
     return 0;
 }

@@ -39,6 +39,8 @@ struct tok_ids {
     size_t cap;
 };
 
+/* Appends one id. Returns 0 or FJ_ERR_NOMEM (ids unchanged). */
+int tok_ids_push(struct tok_ids *ids, uint32_t id);
 void tok_ids_free(struct tok_ids *ids);
 
 /* Builds a built-in encoding: "cl100k_base", "o200k_base", "p50k_base", "r50k_base", or
