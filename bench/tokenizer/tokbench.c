@@ -89,9 +89,10 @@ int main(int argc, char **argv)
             if (t < best)
                 best = t;
         }
-        printf("{\"impl\":\"forja\",\"encoding\":\"%s\",\"mode\":\"%s\",\"bytes\":%zu,\"tokens\":%lld,"
-               "\"seconds\":%.4f,\"mb_per_s\":%.2f,\"load_seconds\":%.4f}\n",
-               name, lines ? "lines" : "chunks", n, total, best, (double)n / best / 1e6, load);
+        printf(
+            "{\"impl\":\"forja\",\"encoding\":\"%s\",\"mode\":\"%s\",\"bytes\":%zu,\"tokens\":%lld,"
+            "\"seconds\":%.4f,\"mb_per_s\":%.2f,\"load_seconds\":%.4f}\n",
+            name, lines ? "lines" : "chunks", n, total, best, (double)n / best / 1e6, load);
         fflush(stdout);
     }
     tok_ids_free(&ids);

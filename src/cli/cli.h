@@ -35,9 +35,9 @@ struct cli_args {
 
 struct cli_cmd {
     const char *name;
-    const char *args;        /* positional part of the synopsis, e.g. "FILE..." */
-    const char *summary;     /* one line for `forja help` */
-    const char *description; /* paragraphs for --help and docs/cli.md */
+    const char *args;           /* positional part of the synopsis, e.g. "FILE..." */
+    const char *summary;        /* one line for `forja help` */
+    const char *description;    /* paragraphs for --help and docs/cli.md */
     const struct cli_opt *opts; /* terminated by an entry with name NULL */
     int (*run)(const struct cli_cmd *cmd, const struct cli_args *args);
 };

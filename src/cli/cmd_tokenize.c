@@ -61,8 +61,10 @@ static int run_tokenize(const struct cli_cmd *cmd, const struct cli_args *a)
 {
     for (size_t i = 0; i < a->n; i++) {
         if (a->items[i].opt < 0) {
-            fprintf(stderr, "forja tokenize: unexpected argument '%s' (text comes from stdin or "
-                            "--text)\n", a->items[i].value);
+            fprintf(stderr,
+                    "forja tokenize: unexpected argument '%s' (text comes from stdin or "
+                    "--text)\n",
+                    a->items[i].value);
             return CLI_USAGE;
         }
     }
@@ -179,23 +181,28 @@ static const struct cli_opt tokenize_opts[] = {
     {"text", "TEXT", "Tokenize TEXT instead of standard input."},
     {"ids", NULL, "Print the token ids, separated by spaces (the default)."},
     {"count", NULL, "Print only the number of tokens."},
-    {"pieces", NULL, "Print each token's bytes on its own line, quoted; bytes that are part of a "
-                     "character print as \\xHH."},
-    {"allow-special", NULL, "Encode special-token text such as <|endoftext|> as the special "
-                            "token (tiktoken's allowed_special=\"all\")."},
-    {"ordinary", NULL, "Encode special-token text as ordinary text (tiktoken's "
-                       "encode_ordinary)."},
+    {"pieces", NULL,
+     "Print each token's bytes on its own line, quoted; bytes that are part of a "
+     "character print as \\xHH."},
+    {"allow-special", NULL,
+     "Encode special-token text such as <|endoftext|> as the special "
+     "token (tiktoken's allowed_special=\"all\")."},
+    {"ordinary", NULL,
+     "Encode special-token text as ordinary text (tiktoken's "
+     "encode_ordinary)."},
     {NULL, NULL, NULL},
 };
 
 const struct cli_cmd cli_cmd_tokenize = {
-    "tokenize", "",
+    "tokenize",
+    "",
     "Turn text into token ids",
     "Reads UTF-8 text from standard input (or --text) and prints its tokens, exactly as "
     "OpenAI's tiktoken encodes it. Text that spells a special token such as <|endoftext|> is "
     "an error unless --allow-special or --ordinary says how to treat it, as in tiktoken's "
     "encode(). Input that is not valid UTF-8 is an error naming the byte offset.",
-    tokenize_opts, run_tokenize,
+    tokenize_opts,
+    run_tokenize,
 };
 
 static const struct cli_opt detokenize_opts[] = {
@@ -205,10 +212,12 @@ static const struct cli_opt detokenize_opts[] = {
 };
 
 const struct cli_cmd cli_cmd_detokenize = {
-    "detokenize", "",
+    "detokenize",
+    "",
     "Turn token ids back into text",
     "Reads token ids (separated by spaces, commas or newlines; brackets are ignored) from "
     "standard input or --ids and writes the bytes they stand for to standard output. An id "
     "that is not a token of the encoding is an error.",
-    detokenize_opts, run_detokenize,
+    detokenize_opts,
+    run_detokenize,
 };

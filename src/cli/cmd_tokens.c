@@ -16,9 +16,9 @@
 #include "data/data.h"
 #include "tok/tok.h"
 
-#define DEFAULT_CONTEXT 128000
-#define DEFAULT_MAX_PROBLEMS 200
-#define MAX_LINE_BYTES (64u << 20)
+#define DEFAULT_CONTEXT       128000
+#define DEFAULT_MAX_PROBLEMS  200
+#define MAX_LINE_BYTES        (64u << 20)
 #define MIN_TRAINING_EXAMPLES 10
 
 static void print_distribution(const struct data_dist *d, const char *name)
@@ -56,7 +56,8 @@ static void print_problems(const struct data_file_report *r)
         else
             printf("%s:%llu: %s: %s\n", r->path, (unsigned long long)p->line, sev, p->message);
     }
-    uint64_t more_err = r->problems.errors - shown_err, more_warn = r->problems.warnings - shown_warn;
+    uint64_t more_err = r->problems.errors - shown_err,
+             more_warn = r->problems.warnings - shown_warn;
     if (more_err + more_warn > 0)
         printf("%s: note: %llu more error%s and %llu more warning%s not shown\n", r->path,
                (unsigned long long)more_err, more_err == 1 ? "" : "s",
@@ -82,23 +83,23 @@ static int print_json(const struct data_file_report *reports, size_t n, const ch
         for (size_t i = 0; i < r->problems.len; i++) {
             const struct data_problem *p = &r->problems.items[i];
             json_array_append_new(problems,
-                json_pack("{s:I, s:i, s:s, s:s}", "line", (json_int_t)p->line, "column",
-                          (int)p->column, "severity", p->severity == DATA_ERROR ? "error" : "warning",
-                          "message", p->message));
+                                  json_pack("{s:I, s:i, s:s, s:s}", "line", (json_int_t)p->line,
+                                            "column", (int)p->column, "severity",
+                                            p->severity == DATA_ERROR ? "error" : "warning",
+                                            "message", p->message));
         }
         errors += r->problems.errors;
         warnings += r->problems.warnings;
-        json_array_append_new(files, json_pack(
-            "{s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:o, s:I}",
-            "file", r->path, "training", r->training, "bytes", (json_int_t)r->bytes,
-            "lines", (json_int_t)r->lines, "examples", (json_int_t)r->examples,
-            "valid_examples", (json_int_t)r->valid,
-            "total_tokens", dist_json(r, &r->total),
-            "assistant_tokens", dist_json(r, &r->assistant),
-            "errors", (json_int_t)r->problems.errors, "warnings", (json_int_t)r->problems.warnings,
-            "problems", problems,
-            "problems_not_shown",
-            (json_int_t)(r->problems.errors + r->problems.warnings - r->problems.len)));
+        json_array_append_new(
+            files,
+            json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:o, s:I}", "file",
+                      r->path, "training", r->training, "bytes", (json_int_t)r->bytes, "lines",
+                      (json_int_t)r->lines, "examples", (json_int_t)r->examples, "valid_examples",
+                      (json_int_t)r->valid, "total_tokens", dist_json(r, &r->total),
+                      "assistant_tokens", dist_json(r, &r->assistant), "errors",
+                      (json_int_t)r->problems.errors, "warnings", (json_int_t)r->problems.warnings,
+                      "problems", problems, "problems_not_shown",
+                      (json_int_t)(r->problems.errors + r->problems.warnings - r->problems.len)));
     }
     json_t *doc = json_pack("{s:s, s:I, s:o, s:I, s:I, s:b}", "encoding", encoding, "context",
                             (json_int_t)context, "files", files, "errors", (json_int_t)errors,
@@ -127,7 +128,8 @@ static int run_tokens(const struct cli_cmd *cmd, const struct cli_args *a)
     long long context = DEFAULT_CONTEXT, threads = sysconf(_SC_NPROCESSORS_ONLN),
               max_problems = DEFAULT_MAX_PROBLEMS;
     const char *v;
-    if ((v = cli_get(cmd, a, "context")) && (context = cli_parse_count("context", v, 1LL << 40)) < 0)
+    if ((v = cli_get(cmd, a, "context")) &&
+        (context = cli_parse_count("context", v, 1LL << 40)) < 0)
         return CLI_USAGE;
     if ((v = cli_get(cmd, a, "threads")) && (threads = cli_parse_count("threads", v, 256)) < 0)
         return CLI_USAGE;
@@ -175,8 +177,8 @@ static int run_tokens(const struct cli_cmd *cmd, const struct cli_args *a)
         for (f = 0; f < nfiles; f++)
             errors += reports[f].problems.errors;
         if (cli_has(cmd, a, "json")) {
-            if (print_json(reports, nfiles, tok_encoding_name(enc),
-                           (unsigned long long)context) != 0)
+            if (print_json(reports, nfiles, tok_encoding_name(enc), (unsigned long long)context) !=
+                0)
                 status = CLI_FAILURE;
         } else {
             for (f = 0; f < nfiles; f++)
@@ -199,14 +201,18 @@ static int run_tokens(const struct cli_cmd *cmd, const struct cli_args *a)
 }
 
 static const struct cli_opt tokens_opts[] = {
-    {"encoding", "NAME", "Count with this tiktoken encoding: cl100k_base (default, as the lab), "
-                         "o200k_base, p50k_base, r50k_base or gpt2."},
-    {"validation", "FILE", "Also report FILE, as a validation file (no minimum number of "
-                           "examples). May be repeated; files print in command-line order."},
-    {"context", "N", "Warn about examples with more than N tokens (default 128000, GPT-4o's "
-                     "context)."},
-    {"allow-special", NULL, "Count special-token text such as <|endoftext|> in content as one "
-                            "special token instead of reporting it as an error."},
+    {"encoding", "NAME",
+     "Count with this tiktoken encoding: cl100k_base (default, as the lab), "
+     "o200k_base, p50k_base, r50k_base or gpt2."},
+    {"validation", "FILE",
+     "Also report FILE, as a validation file (no minimum number of "
+     "examples). May be repeated; files print in command-line order."},
+    {"context", "N",
+     "Warn about examples with more than N tokens (default 128000, GPT-4o's "
+     "context)."},
+    {"allow-special", NULL,
+     "Count special-token text such as <|endoftext|> in content as one "
+     "special token instead of reporting it as an error."},
     {"ordinary", NULL, "Count special-token text as ordinary text instead of reporting it."},
     {"json", NULL, "Print the report and the problems as one JSON document."},
     {"threads", "N", "Worker threads (default: the number of CPUs)."},
@@ -215,7 +221,8 @@ static const struct cli_opt tokens_opts[] = {
 };
 
 const struct cli_cmd cli_cmd_tokens = {
-    "tokens", "FILE...",
+    "tokens",
+    "FILE...",
     "Count the tokens of fine-tuning files and check their format",
     "Prints, for each JSONL file of chat examples, the distribution of total and assistant "
     "tokens per example exactly as the lab's notebook does with tiktoken (cl100k_base by "
@@ -226,5 +233,6 @@ const struct cli_cmd cli_cmd_tokens = {
     "longer than the context. Problems are listed after the report as "
     "FILE:LINE[:COLUMN]: error|warning: message. The exit status is 1 if there was any error; "
     "warnings do not change it. Files are read in bounded memory, on all CPUs.",
-    tokens_opts, run_tokens,
+    tokens_opts,
+    run_tokens,
 };

@@ -13,8 +13,9 @@ static const struct cli_cmd *const commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "forja %s - fine-tune and serve language models on your own conversations\n\n"
-               "usage: forja COMMAND [options] [args]\n\ncommands:\n",
+    fprintf(f,
+            "forja %s - fine-tune and serve language models on your own conversations\n\n"
+            "usage: forja COMMAND [options] [args]\n\ncommands:\n",
             FORJA_VERSION);
     for (int i = 0; commands[i]; i++)
         fprintf(f, "  %-12s %s\n", commands[i]->name, commands[i]->summary);

@@ -54,16 +54,16 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, struct cli_args 
             return -1;
         }
         if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "forja %s: unknown option '%s' (see 'forja %s --help')\n", cmd->name,
-                    a, cmd->name);
+            fprintf(stderr, "forja %s: unknown option '%s' (see 'forja %s --help')\n", cmd->name, a,
+                    cmd->name);
             cli_args_free(out);
             return CLI_USAGE;
         }
         const char *name = a + 2, *eq = strchr(name, '=');
         int k = find_opt(cmd, name, eq ? (size_t)(eq - name) : strlen(name));
         if (k < 0) {
-            fprintf(stderr, "forja %s: unknown option '%s' (see 'forja %s --help')\n", cmd->name,
-                    a, cmd->name);
+            fprintf(stderr, "forja %s: unknown option '%s' (see 'forja %s --help')\n", cmd->name, a,
+                    cmd->name);
             cli_args_free(out);
             return CLI_USAGE;
         }
@@ -124,8 +124,8 @@ long long cli_parse_count(const char *opt, const char *value, long long max)
 
 void cli_print_help(const struct cli_cmd *cmd)
 {
-    printf("usage: forja %s [options]%s%s\n\n%s\n", cmd->name, cmd->args[0] ? " " : "",
-           cmd->args, cmd->description);
+    printf("usage: forja %s [options]%s%s\n\n%s\n", cmd->name, cmd->args[0] ? " " : "", cmd->args,
+           cmd->description);
     printf("\noptions:\n");
     for (int i = 0; cmd->opts[i].name; i++) {
         char left[64];
@@ -150,8 +150,7 @@ int cli_special_mode(const struct cli_cmd *cmd, const struct cli_args *a, enum t
 {
     bool allow = cli_has(cmd, a, "allow-special"), ordinary = cli_has(cmd, a, "ordinary");
     if (allow && ordinary) {
-        fprintf(stderr, "forja %s: --allow-special and --ordinary exclude each other\n",
-                cmd->name);
+        fprintf(stderr, "forja %s: --allow-special and --ordinary exclude each other\n", cmd->name);
         return CLI_USAGE;
     }
     *mode = allow ? TOK_SPECIAL_ALLOW : ordinary ? TOK_SPECIAL_AS_TEXT : TOK_SPECIAL_REJECT;

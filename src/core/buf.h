@@ -9,9 +9,9 @@
 #include <stddef.h>
 
 struct fj_buf {
-    char *data;  /* owned; NULL until the first append */
-    size_t len;  /* bytes used */
-    size_t cap;  /* bytes allocated */
+    char *data; /* owned; NULL until the first append */
+    size_t len; /* bytes used */
+    size_t cap; /* bytes allocated */
 };
 
 /* Makes room for `extra` more bytes (plus a NUL). Returns 0 or FJ_ERR_NOMEM. */

@@ -25,8 +25,8 @@ enum fj_code {
 #define FJ_ERR_MSG_MAX 512
 
 struct fj_err {
-    int code;                  /* FJ_OK or the first FJ_ERR_* recorded */
-    char msg[FJ_ERR_MSG_MAX];  /* human-readable, no trailing newline */
+    int code;                 /* FJ_OK or the first FJ_ERR_* recorded */
+    char msg[FJ_ERR_MSG_MAX]; /* human-readable, no trailing newline */
 };
 
 /* Records code and a printf-style message unless err is NULL or already holds an error.

@@ -33,7 +33,7 @@ struct data_problem {
 struct data_problems {
     struct data_problem *items; /* owned */
     size_t len, cap, limit;
-    uint64_t errors, warnings;  /* all problems, kept or not */
+    uint64_t errors, warnings; /* all problems, kept or not */
 };
 
 /* Counts the problem and keeps it if there is room. Returns 0 or FJ_ERR_NOMEM. */
@@ -53,9 +53,9 @@ struct data_check_opts {
 };
 
 struct data_line_result {
-    bool counted;        /* the line's tokens could be counted (an object with a messages list) */
-    uint64_t total;      /* the lab's count: 3 per message + each string value + 1 per name + 3 */
-    uint64_t assistant;  /* tokens of the assistant messages' content */
+    bool counted;       /* the line's tokens could be counted (an object with a messages list) */
+    uint64_t total;     /* the lab's count: 3 per message + each string value + 1 per name + 3 */
+    uint64_t assistant; /* tokens of the assistant messages' content */
 };
 
 /* Checks one line (without its newline) of a chat-format fine-tuning file: valid UTF-8,
@@ -129,19 +129,19 @@ void data_reader_close(struct data_reader *r);
 
 struct data_scan_opts {
     struct data_check_opts check;
-    size_t min_examples;  /* a training file with fewer valid examples is an error */
-    int threads;          /* worker threads (>= 1) */
-    size_t max_problems;  /* problems kept per file (all are counted) */
-    size_t max_line;      /* longest line accepted, in bytes */
+    size_t min_examples; /* a training file with fewer valid examples is an error */
+    int threads;         /* worker threads (>= 1) */
+    size_t max_problems; /* problems kept per file (all are counted) */
+    size_t max_line;     /* longest line accepted, in bytes */
 };
 
 struct data_file_report {
-    const char *path;     /* borrowed from the caller's paths */
-    bool training;        /* min_examples applies */
-    bool opened;          /* false if the file could not be opened (see problems) */
+    const char *path; /* borrowed from the caller's paths */
+    bool training;    /* min_examples applies */
+    bool opened;      /* false if the file could not be opened (see problems) */
     uint64_t bytes, lines;
-    uint64_t examples;    /* lines whose tokens were counted */
-    uint64_t valid;       /* lines without errors */
+    uint64_t examples; /* lines whose tokens were counted */
+    uint64_t valid;    /* lines without errors */
     struct data_dist total, assistant;
     struct data_problems problems;
 };

@@ -71,10 +71,11 @@ void data_problems_free(struct data_problems *p)
     p->len = p->cap = 0;
 }
 
-static const char *const roles[] = {"system", "developer", "user", "assistant", "tool",
-                                    "function", NULL};
-static const char *const message_keys[] = {"role", "content", "name", "weight", "tool_calls",
-                                           "tool_call_id", "function_call", "refusal", NULL};
+static const char *const roles[] = {"system", "developer", "user", "assistant",
+                                    "tool",   "function",  NULL};
+static const char *const message_keys[] = {"role",          "content",    "name",
+                                           "weight",        "tool_calls", "tool_call_id",
+                                           "function_call", "refusal",    NULL};
 
 static bool in_list(const char *s, const char *const *list)
 {
@@ -107,10 +108,10 @@ struct line_ctx {
     bool special_reported;
 };
 
-#define PROBLEM(c, sev, ...)                                                                     \
-    do {                                                                                         \
-        if (data_problems_add((c)->probs, (c)->line, 0, (sev), __VA_ARGS__) != 0)                \
-            return fj_err_set((c)->err, FJ_ERR_NOMEM, "out of memory");                          \
+#define PROBLEM(c, sev, ...)                                                                       \
+    do {                                                                                           \
+        if (data_problems_add((c)->probs, (c)->line, 0, (sev), __VA_ARGS__) != 0)                  \
+            return fj_err_set((c)->err, FJ_ERR_NOMEM, "out of memory");                            \
     } while (0)
 
 /* Tokens of one string value, the lab's way. Special-token text is reported once per line
@@ -120,8 +121,8 @@ static int count_string(struct line_ctx *c, const json_t *s, const char *where, 
 {
     size_t count;
     struct fj_err e = {0};
-    int rc = tok_count(c->opts->enc, json_string_value(s), json_string_length(s),
-                       c->opts->special, &count, &e);
+    int rc = tok_count(c->opts->enc, json_string_value(s), json_string_length(s), c->opts->special,
+                       &count, &e);
     if (rc == FJ_ERR_SPECIAL) {
         if (!c->special_reported)
             PROBLEM(c, DATA_ERROR, "messages[%zu].%s: %s (tiktoken's encode() refuses it)", i,
@@ -152,12 +153,13 @@ static int check_message(struct line_ctx *c, const json_t *m, size_t i, bool *is
     else if (!in_list(r, roles))
         PROBLEM(c, DATA_ERROR,
                 "messages[%zu].role \"%.40s\" is not one of system, developer, user, assistant, "
-                "tool, function", i, r);
+                "tool, function",
+                i, r);
     *is_assistant = r != NULL && strcmp(r, "assistant") == 0;
 
     const json_t *content = json_object_get(m, "content");
-    bool has_calls = json_object_get(m, "tool_calls") != NULL ||
-                     json_object_get(m, "function_call") != NULL;
+    bool has_calls =
+        json_object_get(m, "tool_calls") != NULL || json_object_get(m, "function_call") != NULL;
     if (content == NULL || json_is_null(content)) {
         if (!(*is_assistant && has_calls))
             PROBLEM(c, DATA_ERROR, "messages[%zu] has no \"content\"", i);
@@ -190,7 +192,8 @@ static int check_message(struct line_ctx *c, const json_t *m, size_t i, bool *is
     res->total += 3;
     const char *key;
     const json_t *value;
-    json_object_foreach((json_t *)m, key, value) {
+    json_object_foreach((json_t *)m, key, value)
+    {
         if (!in_list(key, message_keys))
             PROBLEM(c, DATA_WARNING, "messages[%zu] has an unknown key \"%.40s\" (ignored)", i,
                     key);

@@ -23,10 +23,10 @@ struct data_reader {
     uint8_t *rbuf;
     size_t rpos, rlen;
     bool eof;
-    bool at_start;     /* the byte order mark has not been looked for yet */
-    uint64_t line_no;  /* lines finished so far */
+    bool at_start;    /* the byte order mark has not been looked for yet */
+    uint64_t line_no; /* lines finished so far */
     uint64_t bytes;
-    bool skipping;     /* inside a line longer than max_line */
+    bool skipping; /* inside a line longer than max_line */
     uint64_t skip_len;
 };
 
@@ -156,8 +156,7 @@ static int finish_line(struct data_reader *r, struct data_block *b, size_t *line
     return 0;
 }
 
-int data_reader_next(struct data_reader *r, struct data_block *b, size_t target,
-                     struct fj_err *err)
+int data_reader_next(struct data_reader *r, struct data_block *b, size_t target, struct fj_err *err)
 {
     b->len = 0;
     b->n_lines = 0;

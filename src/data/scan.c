@@ -17,7 +17,7 @@
 
 struct job {
     size_t file;
-    bool file_end;          /* a marker: everything of `file` came before it */
+    bool file_end; /* a marker: everything of `file` came before it */
     bool done;
     struct data_block block;
     struct data_hist total, assistant;
@@ -69,8 +69,8 @@ static int check_block(struct job *j, const struct data_scan_opts *opts)
         j->lines++;
         if (l->flags & DATA_LINE_TOO_LONG) {
             if (data_problems_add(&j->probs, l->number, 0, DATA_ERROR,
-                                  "line is %zu bytes, longer than the limit of %zu bytes",
-                                  l->len, opts->max_line) != 0)
+                                  "line is %zu bytes, longer than the limit of %zu bytes", l->len,
+                                  opts->max_line) != 0)
                 return fj_err_set(&j->err, FJ_ERR_NOMEM, "out of memory");
             continue;
         }
@@ -241,8 +241,8 @@ static int read_file(struct scan *s, size_t f, const char *path, struct fj_err *
             job_put(s, j);
             if (got == FJ_ERR_NOMEM)
                 rc = fj_err_set(err, FJ_ERR_NOMEM, "%s", read_err.msg);
-            else if (got < 0 && data_problems_add(&r->problems, 0, 0, DATA_ERROR, "%s",
-                                                  read_err.msg) != 0)
+            else if (got < 0 &&
+                     data_problems_add(&r->problems, 0, 0, DATA_ERROR, "%s", read_err.msg) != 0)
                 rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
             break;
         }

@@ -140,7 +140,7 @@ int tok_bpe_merge_large(const struct tok_vocab *v, const uint8_t *p, size_t n,
         uint64_t top = heap_pop(&h);
         uint32_t r = (uint32_t)(top >> 32), k = (uint32_t)top;
         if (rank[k] != r)
-            continue; /* stale: k was absorbed (rank TOK_NO_ID) or its pair changed */
+            continue;         /* stale: k was absorbed (rank TOK_NO_ID) or its pair changed */
         uint32_t j = next[k]; /* absorbed into k */
         uint32_t after = next[j];
         id[k] = r;

@@ -60,7 +60,8 @@ static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, siz
         for (int k = 0; k < m; k++) {
             const uint8_t *p = s + start[k];
             size_t len = start[k + 1] - start[k];
-            uint32_t id = len <= 4 ? tok_vocab_lookup(v, p, len) : tok_vocab_find(v, key[k], p, len);
+            uint32_t id =
+                len <= 4 ? tok_vocab_lookup(v, p, len) : tok_vocab_find(v, key[k], p, len);
             int rc = id != TOK_NO_ID ? tok_sink_push(sink, id) : tok_bpe_merge(v, p, len, sink);
             if (rc != 0)
                 return rc;
@@ -153,8 +154,7 @@ int tok_count(const struct tok_encoding *enc, const char *text, size_t len,
     return rc;
 }
 
-int tok_token_bytes(const struct tok_encoding *enc, uint32_t id, const uint8_t **bytes,
-                    size_t *len)
+int tok_token_bytes(const struct tok_encoding *enc, uint32_t id, const uint8_t **bytes, size_t *len)
 {
     const struct tok_vocab *v = &enc->vocab;
     if (id < v->n_ids && v->len[id] != 0) {

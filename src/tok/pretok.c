@@ -41,9 +41,9 @@ static inline size_t run_end(const uint8_t *s, size_t i, size_t n, unsigned mask
     return i;
 }
 
-#define BIT(c) (1u << (c))
-#define MASK_L (BIT(TOK_UC_LU) | BIT(TOK_UC_LL) | BIT(TOK_UC_LO))
-#define MASK_N BIT(TOK_UC_N)
+#define BIT(c)     (1u << (c))
+#define MASK_L     (BIT(TOK_UC_LU) | BIT(TOK_UC_LL) | BIT(TOK_UC_LO))
+#define MASK_N     BIT(TOK_UC_N)
 #define MASK_SPACE (BIT(TOK_UC_WS) | BIT(TOK_UC_NL))
 /* [^\s\p{L}\p{N}]: symbols, punctuation, controls and marks. */
 #define MASK_SYMBOL (BIT(TOK_UC_OTHER) | BIT(TOK_UC_M))

@@ -12,8 +12,8 @@
 #include "tok/tok_internal.h"
 
 /* Symbols defined by tiktoken_data.S. */
-#define EMBED(name)                                                                              \
-    extern const uint8_t tok_data_##name[];                                                      \
+#define EMBED(name)                                                                                \
+    extern const uint8_t tok_data_##name[];                                                        \
     extern const uint8_t tok_data_##name##_end[];
 EMBED(r50k_base)
 EMBED(p50k_base)
@@ -34,22 +34,38 @@ struct builtin {
 };
 
 static const struct builtin builtins[] = {
-    {"r50k_base", TOK_PATTERN_GPT2, tok_data_r50k_base, tok_data_r50k_base_end, 50257,
+    {"r50k_base",
+     TOK_PATTERN_GPT2,
+     tok_data_r50k_base,
+     tok_data_r50k_base_end,
+     50257,
      {{"<|endoftext|>", 50256}}},
-    {"p50k_base", TOK_PATTERN_GPT2, tok_data_p50k_base, tok_data_p50k_base_end, 50281,
+    {"p50k_base",
+     TOK_PATTERN_GPT2,
+     tok_data_p50k_base,
+     tok_data_p50k_base_end,
+     50281,
      {{"<|endoftext|>", 50256}}},
-    {"cl100k_base", TOK_PATTERN_CL100K, tok_data_cl100k_base, tok_data_cl100k_base_end, 100277,
+    {"cl100k_base",
+     TOK_PATTERN_CL100K,
+     tok_data_cl100k_base,
+     tok_data_cl100k_base_end,
+     100277,
      {{"<|endoftext|>", 100257},
       {"<|fim_prefix|>", 100258},
       {"<|fim_middle|>", 100259},
       {"<|fim_suffix|>", 100260},
       {"<|endofprompt|>", 100276}}},
-    {"o200k_base", TOK_PATTERN_O200K, tok_data_o200k_base, tok_data_o200k_base_end, 200019,
+    {"o200k_base",
+     TOK_PATTERN_O200K,
+     tok_data_o200k_base,
+     tok_data_o200k_base_end,
+     200019,
      {{"<|endoftext|>", 199999}, {"<|endofprompt|>", 200018}}},
 };
 
-static const char *const names[] = {"cl100k_base", "o200k_base", "p50k_base", "r50k_base",
-                                    "gpt2", NULL};
+static const char *const names[] = {"cl100k_base", "o200k_base", "p50k_base",
+                                    "r50k_base",   "gpt2",       NULL};
 
 const char *const *tok_encoding_names(void)
 {
@@ -119,8 +135,8 @@ static int split_line(const uint8_t *line, size_t n, size_t *b64_len, uint32_t *
 
 /* The next non-empty line of data[*pos..len) as [*start, *end); advances *pos and *line_no.
  * Returns 0 at the end of the data. */
-static int next_line(const uint8_t *data, size_t len, size_t *pos, size_t *line_no,
-                     size_t *start, size_t *end)
+static int next_line(const uint8_t *data, size_t len, size_t *pos, size_t *line_no, size_t *start,
+                     size_t *end)
 {
     while (*pos < len) {
         const uint8_t *nl = memchr(data + *pos, '\n', len - *pos);
@@ -153,8 +169,8 @@ int tok_vocab_load_tiktoken(struct tok_vocab *v, const uint8_t *data, size_t len
         return fj_err_set(err, FJ_ERR_FORMAT, "rank file is empty");
     /* Ranks index arrays: refuse a sparse file that would make them huge. */
     if (max_rank > 2 * lines + 1024)
-        return fj_err_set(err, FJ_ERR_FORMAT, "rank file has %zu tokens but ranks up to %u",
-                          lines, max_rank);
+        return fj_err_set(err, FJ_ERR_FORMAT, "rank file has %zu tokens but ranks up to %u", lines,
+                          max_rank);
     int rc = tok_vocab_init(v, max_rank + 1, lines, pool, err);
     if (rc != 0)
         return rc;
@@ -203,7 +219,8 @@ struct tok_encoding *tok_encoding_new(const char *name, struct fj_err *err)
     if (b == NULL) {
         fj_err_set(err, FJ_ERR_NOT_FOUND,
                    "unknown encoding '%s' (known: cl100k_base, o200k_base, p50k_base, "
-                   "r50k_base, gpt2)", name ? name : "(null)");
+                   "r50k_base, gpt2)",
+                   name ? name : "(null)");
         return NULL;
     }
     struct tok_encoding *enc = calloc(1, sizeof *enc);

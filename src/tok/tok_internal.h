@@ -25,19 +25,19 @@ struct tok_slot {
 /* Token bytes <-> id. Ids index off/len; the hash maps bytes to ids. In tiktoken files
  * the id of a token is also its merge rank: lower ids merge first. */
 struct tok_vocab {
-    uint32_t n_ids;     /* ids are < n_ids; absent ids have len 0 */
-    uint32_t *off;      /* (n_ids) offset of each token's bytes in pool */
-    uint32_t *len;      /* (n_ids) byte length of each token, 0 if the id is unused */
-    uint8_t *pool;      /* all token bytes */
+    uint32_t n_ids; /* ids are < n_ids; absent ids have len 0 */
+    uint32_t *off;  /* (n_ids) offset of each token's bytes in pool */
+    uint32_t *len;  /* (n_ids) byte length of each token, 0 if the id is unused */
+    uint8_t *pool;  /* all token bytes */
     size_t pool_len, pool_cap;
     struct tok_slot *slots; /* open addressing, linear probing, load factor <= 1/2 */
-    size_t mask;        /* number of slots - 1 (a power of two) */
-    size_t count;       /* tokens added */
-    uint32_t byte_id[256]; /* id of each single byte, TOK_NO_ID if it has none */
-    uint32_t *pair_id;  /* (65536) id of each two-byte token by its bytes (little-endian),
-                           TOK_NO_ID if none: the merge's first lookups, without hashing */
-    uint64_t *short_slots; /* tokens of 3 or 4 bytes (the merge's most frequent lookups) in
-                              a table small enough to stay in cache; see tok_vocab_short() */
+    size_t mask;            /* number of slots - 1 (a power of two) */
+    size_t count;           /* tokens added */
+    uint32_t byte_id[256];  /* id of each single byte, TOK_NO_ID if it has none */
+    uint32_t *pair_id;      /* (65536) id of each two-byte token by its bytes (little-endian),
+                               TOK_NO_ID if none: the merge's first lookups, without hashing */
+    uint64_t *short_slots;  /* tokens of 3 or 4 bytes (the merge's most frequent lookups) in
+                               a table small enough to stay in cache; see tok_vocab_short() */
     size_t short_mask;
 };
 

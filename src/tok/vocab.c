@@ -63,8 +63,8 @@ int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_
         uint32_t other = v->slots[i].id1 - 1;
         if (v->slots[i].head == head && v->slots[i].len == len &&
             memcmp(v->pool + v->off[other], bytes, len) == 0)
-            return fj_err_set(err, FJ_ERR_FORMAT, "token ids %u and %u have the same bytes",
-                              other, id);
+            return fj_err_set(err, FJ_ERR_FORMAT, "token ids %u and %u have the same bytes", other,
+                              id);
         i = (i + 1) & v->mask;
     }
     memcpy(v->pool + v->pool_len, bytes, len);

@@ -139,9 +139,10 @@ static const char *problems_of(const struct tok_encoding *enc, const char *line,
 static void test_rules(const struct tok_encoding *enc)
 {
     struct data_line_result r;
-    const char *ok = "{\"messages\":[{\"role\":\"system\",\"content\":\"hi\"},{\"role\":\"user\","
-                     "\"content\":\"q\",\"name\":\"bob\"},{\"role\":\"assistant\",\"content\":\"a\","
-                     "\"weight\":1}]}";
+    const char *ok =
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"hi\"},{\"role\":\"user\","
+        "\"content\":\"q\",\"name\":\"bob\"},{\"role\":\"assistant\",\"content\":\"a\","
+        "\"weight\":1}]}";
     CHECK_STR(problems_of(enc, ok, &r), "");
     CHECK(r.counted);
     /* 3 messages x 3 + "system" "hi" "user" "q" "bob" "assistant" "a" (1 token each) + 1 for
@@ -157,25 +158,34 @@ static void test_rules(const struct tok_encoding *enc)
         {"{\"prompt\":\"a\",\"completion\":\"b\"}", "E:no \"messages\" list"},
         {"{\"messages\":[]}", "E:\"messages\" is empty"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}", "E:no assistant message"},
-        {"{\"messages\":[{\"role\":\"robot\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}",
+        {"{\"messages\":[{\"role\":\"robot\",\"content\":\"q\"},{\"role\":\"assistant\","
+         "\"content\":\"a\"}]}",
          "E:messages[0].role \"robot\" is not one of"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":3},{\"role\":\"assistant\",\"content\":\"a\"}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":3},{\"role\":\"assistant\",\"content\":"
+         "\"a\"}]}",
          "E:messages[0].content is an integer, not a string"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"weight\":1},{\"role\":\"assistant\",\"content\":\"a\"}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"weight\":1},{\"role\":"
+         "\"assistant\",\"content\":\"a\"}]}",
          "E:messages[0] has a \"weight\"; only assistant messages may"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\",\"weight\":2}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":"
+         "\"a\",\"weight\":2}]}",
          "E:messages[1].weight must be 0 or 1"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\",\"weight\":0}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":"
+         "\"a\",\"weight\":0}]}",
          "W:every assistant message has weight 0"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"mood\":\"x\"},{\"role\":\"assistant\",\"content\":\"a\"}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"mood\":\"x\"},{\"role\":"
+         "\"assistant\",\"content\":\"a\"}]}",
          "W:messages[0] has an unknown key \"mood\""},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"<|endoftext|>\"},{\"role\":\"assistant\",\"content\":\"a\"}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"<|endoftext|>\"},{\"role\":\"assistant\","
+         "\"content\":\"a\"}]}",
          "E:messages[0].content: text contains the special token <|endoftext|> at byte 0"},
         {"{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[]}]}", ""},
         {"{\"messages\":[{\"role\":\"assistant\"}]}", "E:messages[0] has no \"content\""},
         {"   ", "W:blank line (skipped)"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\""
-         "a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a\"}]}",
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":"
+         "\""
+         "a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a "
+         "a a a a a a\"}]}",
          /* 2 x 3 + "user" "q" "assistant" (1 each) + 50 tokens ("a" then 49 " a") + 3 */
          "W:62 tokens, more than the context of 60"},
     };
@@ -217,8 +227,9 @@ static void test_scan_threads(const struct tok_encoding *enc)
         if (i % 997 == 5)
             fprintf(f, "{broken\n");
         else
-            fprintf(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"question %d %s\"},"
-                       "{\"role\":\"assistant\",\"content\":\"answer %d\"}]}\n",
+            fprintf(f,
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"question %d %s\"},"
+                    "{\"role\":\"assistant\",\"content\":\"answer %d\"}]}\n",
                     i, i % 3 ? "short" : "a much longer question with more words", i * 7);
     }
     fclose(f);

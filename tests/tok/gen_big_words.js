@@ -9,13 +9,17 @@
 // ids (uint32 little-endian); tests/tok/parity.js regenerates the same words (tests/tok/words.js)
 // and compares forja's ids with the record.
 //
-//   node tests/tok/gen_big_words.js > tests/tok/fixtures/big_words.json
+//   node tests/tok/gen_big_words.js [ENCODING...] > tests/tok/fixtures/big_words.json
+//
+// (default: cl100k_base and o200k_base; run one process per encoding to use several cores
+// and concatenate their "words" lists).
 'use strict';
 const crypto = require('crypto');
 const { bigWord, BIG_WORDS } = require('./words.js');
 
 const out = [];
-for (const name of ['cl100k_base', 'o200k_base']) {
+const encodings = process.argv.length > 2 ? process.argv.slice(2) : ['cl100k_base', 'o200k_base'];
+for (const name of encodings) {
   const enc = require(`gpt-tokenizer/cjs/encoding/${name}`);
   for (const w of BIG_WORDS) {
     const text = bigWord(w.kind, w.bytes, w.seed);

@@ -14,10 +14,24 @@ static struct tok_encoding *encs[4];
 static const char *const enc_names[4] = {"cl100k_base", "o200k_base", "p50k_base", "r50k_base"};
 
 static const char *const samples[] = {
-    "", "a", "hello world", "tiktoken is great!", "  leading and trailing  ", "line\r\nbreaks\n\n\n",
-    "don't I'LL we'Re 'ſ", "numbers 1234567 ١٢٣ Ⅻ", "日本語と中文", "👨‍👩‍👧‍👦 👍🏽 🇪🇸", "e\u0301\u0301 x",
-    "مرحبا 123", "camelCaseXMLHttpRequest", "\t\t\ttabs", "<|endoftext|> as text",
-    "\xF0\x9F\x98\x80\xE2\x80\x8D", "a\x00b", "                                                   end",
+    "",
+    "a",
+    "hello world",
+    "tiktoken is great!",
+    "  leading and trailing  ",
+    "line\r\nbreaks\n\n\n",
+    "don't I'LL we'Re 'ſ",
+    "numbers 1234567 ١٢٣ Ⅻ",
+    "日本語と中文",
+    "👨‍👩‍👧‍👦 👍🏽 🇪🇸",
+    "e\u0301\u0301 x",
+    "مرحبا 123",
+    "camelCaseXMLHttpRequest",
+    "\t\t\ttabs",
+    "<|endoftext|> as text",
+    "\xF0\x9F\x98\x80\xE2\x80\x8D",
+    "a\x00b",
+    "                                                   end",
 };
 
 static void test_published_ids(void)
@@ -66,7 +80,8 @@ static void test_special_modes(void)
     const char *text = "a<|endoftext|>b";
     struct tok_ids ids = {0};
     struct fj_err err = {0};
-    CHECK(tok_encode(encs[0], text, strlen(text), TOK_SPECIAL_REJECT, &ids, &err) == FJ_ERR_SPECIAL);
+    CHECK(tok_encode(encs[0], text, strlen(text), TOK_SPECIAL_REJECT, &ids, &err) ==
+          FJ_ERR_SPECIAL);
     CHECK(strstr(err.msg, "<|endoftext|>") != NULL && strstr(err.msg, "byte 1") != NULL);
     CHECK_EQ_U(ids.len, 0);
     fj_err_clear(&err);
@@ -82,7 +97,8 @@ static void test_special_modes(void)
     /* o200k's <|endoftext|> is 199999; decoding a special id gives its text. */
     const uint8_t *b;
     size_t n;
-    CHECK(tok_token_bytes(encs[1], 199999, &b, &n) == 0 && n == 13 && memcmp(b, "<|endoftext|>", 13) == 0);
+    CHECK(tok_token_bytes(encs[1], 199999, &b, &n) == 0 && n == 13 &&
+          memcmp(b, "<|endoftext|>", 13) == 0);
 }
 
 static void test_errors(void)
