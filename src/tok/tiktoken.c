@@ -189,7 +189,9 @@ int tok_vocab_load_tiktoken(struct tok_vocab *v, const uint8_t *data, size_t len
             return rc;
         }
     }
-    return 0;
+    if ((rc = tok_vocab_finish(v, err)) != 0)
+        tok_vocab_free(v);
+    return rc;
 }
 
 static void encoding_free_specials(struct tok_encoding *enc)

@@ -39,6 +39,9 @@ struct tok_vocab {
     uint64_t *short_slots;  /* tokens of 3 or 4 bytes (the merge's most frequent lookups) in
                                a table small enough to stay in cache; see tok_vocab_short() */
     size_t short_mask;
+    uint64_t *filter; /* a bit per (hash >> 40) & filter_mask of the tokens in slots: a
+                         clear bit proves absence without touching the big table */
+    size_t filter_mask;
 };
 
 /* Allocates a table for up to max_tokens tokens with ids < n_ids and pool_cap bytes. */
@@ -47,6 +50,9 @@ int tok_vocab_init(struct tok_vocab *v, uint32_t n_ids, size_t max_tokens, size_
 /* Adds a token; fails (FJ_ERR_FORMAT) on a duplicate id or duplicate bytes. */
 int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_t id,
                   struct fj_err *err);
+/* Builds the derived indexes (byte_id, pair_id, short table, filter) once every token is
+ * added; lookups are valid only after it. Returns 0 or FJ_ERR_NOMEM. */
+int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err);
 /* The id of exactly these bytes (len >= 1), or TOK_NO_ID. Ids must be < 2^24. */
 uint32_t tok_vocab_lookup(const struct tok_vocab *v, const uint8_t *bytes, size_t len);
 
@@ -126,6 +132,17 @@ static inline uint32_t tok_vocab_short(const struct tok_vocab *v, const uint8_t 
 static inline uint32_t tok_vocab_pair(const struct tok_vocab *v, const uint8_t *p)
 {
     return v->pair_id[p[0] | (p[1] << 8)];
+}
+
+static inline size_t tok_filter_bit(const struct tok_vocab *v, struct tok_key k)
+{
+    return (size_t)(k.hash >> 40) & v->filter_mask;
+}
+
+static inline bool tok_vocab_maybe(const struct tok_vocab *v, struct tok_key k)
+{
+    size_t b = tok_filter_bit(v, k);
+    return (v->filter[b >> 6] >> (b & 63)) & 1;
 }
 
 static inline void tok_vocab_prefetch(const struct tok_vocab *v, struct tok_key k)

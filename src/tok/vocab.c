@@ -1,10 +1,17 @@
 /* vocab.c - the token table: bytes to id by hashing, id to bytes by index.
  *
- * Lookups are the tokenizer's inner loop (one per piece, several per merge step), so the
+ * Lookups are the tokenizer's inner loop (one per piece, several per merge step). The main
  * table is open addressing with linear probing at a load factor of at most 1/2, and each slot
  * holds the token's first 8 bytes, so most lookups read one cache line and no token bytes.
- * The table (4 MB for cl100k_base) does not fit in cache; callers that have several lookups
- * to make compute their keys and prefetch the slots first (tok_internal.h).
+ * That table is 4 MB for cl100k_base, beyond the L2 cache, so tok_vocab_finish derives
+ * smaller indexes for the lookups that are most frequent or most often fail:
+ *
+ *   byte_id   256 single bytes            pair_id   65 536 two-byte strings, direct
+ *   short     3- and 4-byte tokens, 8-byte slots (the merge's usual intermediate tokens)
+ *   filter    a bit per token hash: a clear bit proves a longer string is no token
+ *
+ * Callers with several lookups to make compute their keys and prefetch the main table's
+ * slots first (tok_internal.h), so the remaining cache misses overlap.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +22,8 @@ int tok_vocab_init(struct tok_vocab *v, uint32_t n_ids, size_t max_tokens, size_
                    struct fj_err *err)
 {
     memset(v, 0, sizeof *v);
+    if (n_ids >= (1u << 24))
+        return fj_err_set(err, FJ_ERR_FORMAT, "%u token ids: more than forja supports", n_ids);
     size_t slots = 16;
     while (slots < 2 * max_tokens)
         slots *= 2;
@@ -23,27 +32,12 @@ int tok_vocab_init(struct tok_vocab *v, uint32_t n_ids, size_t max_tokens, size_
     v->len = calloc(n_ids ? n_ids : 1, sizeof *v->len);
     v->pool = malloc(pool_cap ? pool_cap : 1);
     v->slots = calloc(slots, sizeof *v->slots);
-    v->pair_id = malloc(65536 * sizeof *v->pair_id);
-    /* Sized as if every token were short: most of the lookups are. */
-    size_t short_slots = 1024;
-    while (short_slots < max_tokens)
-        short_slots *= 2;
-    v->short_slots = calloc(short_slots, sizeof *v->short_slots);
-    v->short_mask = short_slots - 1;
-    if (n_ids >= (1u << 24)) {
-        tok_vocab_free(v);
-        return fj_err_set(err, FJ_ERR_FORMAT, "%u token ids: more than forja supports", n_ids);
-    }
-    if (!v->off || !v->len || !v->pool || !v->slots || !v->pair_id || !v->short_slots) {
+    if (!v->off || !v->len || !v->pool || !v->slots) {
         tok_vocab_free(v);
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory for a %u-token vocabulary", n_ids);
     }
     v->pool_cap = pool_cap;
     v->mask = slots - 1;
-    for (int b = 0; b < 256; b++)
-        v->byte_id[b] = TOK_NO_ID;
-    for (size_t k = 0; k < 65536; k++)
-        v->pair_id[k] = TOK_NO_ID;
     return 0;
 }
 
@@ -57,11 +51,10 @@ int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_
     if (v->count + 1 > (v->mask + 1) / 2 || len > v->pool_cap - v->pool_len)
         return fj_err_set(err, FJ_ERR_FORMAT, "more tokens than the vocabulary was sized for");
     struct tok_key k = tok_vocab_key(bytes, len);
-    uint64_t head = k.head;
     size_t i = (size_t)k.hash & v->mask;
     while (v->slots[i].id1 != 0) {
         uint32_t other = v->slots[i].id1 - 1;
-        if (v->slots[i].head == head && v->slots[i].len == len &&
+        if (v->slots[i].head == k.head && v->slots[i].len == len &&
             memcmp(v->pool + v->off[other], bytes, len) == 0)
             return fj_err_set(err, FJ_ERR_FORMAT, "token ids %u and %u have the same bytes", other,
                               id);
@@ -71,18 +64,51 @@ int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_
     v->off[id] = (uint32_t)v->pool_len;
     v->len[id] = (uint32_t)len;
     v->pool_len += len;
-    v->slots[i] = (struct tok_slot){head, id + 1, (uint32_t)len};
+    v->slots[i] = (struct tok_slot){k.head, id + 1, (uint32_t)len};
     v->count++;
-    if (len == 1)
-        v->byte_id[bytes[0]] = id;
-    if (len == 2)
-        v->pair_id[bytes[0] | (bytes[1] << 8)] = id;
-    if (len == 3 || len == 4) {
-        uint32_t b = (uint32_t)head;
-        size_t j = tok_short_hash(b, len) & v->short_mask;
-        while (v->short_slots[j] != 0)
-            j = (j + 1) & v->short_mask;
-        v->short_slots[j] = tok_short_slot(b, len, id);
+    return 0;
+}
+
+int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
+{
+    size_t n_short = 0;
+    for (uint32_t id = 0; id < v->n_ids; id++)
+        n_short += v->len[id] == 3 || v->len[id] == 4;
+    size_t short_slots = 64, filter_bits = 1 << 16;
+    while (short_slots < 2 * n_short)
+        short_slots *= 2;
+    /* 16 bits per token: about 6% of absent strings get past the filter. */
+    while (filter_bits < 16 * v->count)
+        filter_bits *= 2;
+    v->pair_id = malloc(65536 * sizeof *v->pair_id);
+    v->short_slots = calloc(short_slots, sizeof *v->short_slots);
+    v->filter = calloc(filter_bits / 64, sizeof *v->filter);
+    if (!v->pair_id || !v->short_slots || !v->filter)
+        return fj_err_set(err, FJ_ERR_NOMEM, "out of memory for the vocabulary's indexes");
+    v->short_mask = short_slots - 1;
+    v->filter_mask = filter_bits - 1;
+    for (int b = 0; b < 256; b++)
+        v->byte_id[b] = TOK_NO_ID;
+    for (size_t k = 0; k < 65536; k++)
+        v->pair_id[k] = TOK_NO_ID;
+    for (uint32_t id = 0; id < v->n_ids; id++) {
+        size_t len = v->len[id];
+        const uint8_t *bytes = v->pool + v->off[id];
+        if (len == 0)
+            continue;
+        size_t bit = tok_filter_bit(v, tok_vocab_key(bytes, len));
+        v->filter[bit >> 6] |= 1ull << (bit & 63);
+        if (len == 1)
+            v->byte_id[bytes[0]] = id;
+        else if (len == 2)
+            v->pair_id[bytes[0] | (bytes[1] << 8)] = id;
+        else if (len <= 4) {
+            uint32_t b = (uint32_t)tok_load_head(bytes, len);
+            size_t j = tok_short_hash(b, len) & v->short_mask;
+            while (v->short_slots[j] != 0)
+                j = (j + 1) & v->short_mask;
+            v->short_slots[j] = tok_short_slot(b, len, id);
+        }
     }
     return 0;
 }
@@ -90,6 +116,8 @@ int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_
 uint32_t tok_vocab_find(const struct tok_vocab *v, struct tok_key k, const uint8_t *bytes,
                         size_t len)
 {
+    if (!tok_vocab_maybe(v, k))
+        return TOK_NO_ID;
     size_t i = (size_t)k.hash & v->mask;
     for (;;) {
         const struct tok_slot *s = &v->slots[i];
@@ -125,5 +153,6 @@ void tok_vocab_free(struct tok_vocab *v)
     free(v->slots);
     free(v->pair_id);
     free(v->short_slots);
+    free(v->filter);
     memset(v, 0, sizeof *v);
 }
