@@ -36,7 +36,7 @@ bench: deps build
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFORJA_SANITIZE=ON > /dev/null
 	cmake --build build-asan -j $(JOBS) > /dev/null
-	cd build-asan && ctest --output-on-failure -j $(JOBS) -LE corpus
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c' | grep -v unicode_table.c)
