@@ -38,9 +38,9 @@ struct tok_vocab {
                                TOK_NO_ID if none: the merge's first lookups, without hashing */
     uint64_t *short_slots;  /* tokens of 3 or 4 bytes (the merge's most frequent lookups) in
                                a table small enough to stay in cache; see tok_vocab_short() */
-    size_t short_mask;
-    uint64_t *filter; /* a bit per (hash >> 40) & filter_mask of the tokens in slots: a
-                         clear bit proves absence without touching the big table */
+    size_t short_size;      /* slots in short_slots (any size: indexed by multiply-shift) */
+    uint64_t *filter;       /* a bit per (hash >> 40) & filter_mask of the tokens in slots: a
+                               clear bit proves absence without touching the big table */
     size_t filter_mask;
 };
 
@@ -109,9 +109,12 @@ static inline uint64_t tok_short_slot(uint32_t bytes, size_t len, uint32_t id)
     return ((uint64_t)bytes << 32) | ((uint64_t)len << 24) | (id + 1u);
 }
 
-static inline size_t tok_short_hash(uint32_t bytes, size_t len)
+/* The home slot of a short token: the hash scaled to [0, short_size) by multiply-shift, so
+ * the table can be sized to a load factor rather than to a power of two. */
+static inline size_t tok_short_home(const struct tok_vocab *v, uint32_t bytes, size_t len)
 {
-    return (size_t)(((uint64_t)(bytes ^ (uint32_t)len) * 0x9E3779B97F4A7C15ull) >> 40);
+    uint64_t h = ((uint64_t)(bytes ^ (uint32_t)len) * 0x9E3779B97F4A7C15ull) >> 32;
+    return (size_t)((h * v->short_size) >> 32);
 }
 
 /* The id of the 3 or 4 bytes at p, or TOK_NO_ID. */
@@ -119,12 +122,14 @@ static inline uint32_t tok_vocab_short(const struct tok_vocab *v, const uint8_t 
 {
     uint32_t bytes = (uint32_t)tok_load_head(p, len);
     uint64_t want = tok_short_slot(bytes, len, 0) >> 24;
-    for (size_t i = tok_short_hash(bytes, len) & v->short_mask;; i = (i + 1) & v->short_mask) {
+    for (size_t i = tok_short_home(v, bytes, len);;) {
         uint64_t slot = v->short_slots[i];
         if (slot == 0)
             return TOK_NO_ID;
         if (slot >> 24 == want)
             return (uint32_t)(slot & 0xFFFFFF) - 1;
+        if (++i == v->short_size)
+            i = 0;
     }
 }
 

@@ -74,11 +74,8 @@ int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
     size_t n_short = 0;
     for (uint32_t id = 0; id < v->n_ids; id++)
         n_short += v->len[id] == 3 || v->len[id] == 4;
-    size_t short_slots = 64, filter_bits = 1 << 16;
-    /* Load factor up to 0.9: a 256 KB table for cl100k stays in cache, which matters more
-     * than the longer probes. */
-    while (short_slots < n_short + n_short / 8)
-        short_slots *= 2;
+    /* Load factor 0.7: small enough to stay in cache (270 KB for cl100k), with short probes. */
+    size_t short_slots = n_short + n_short * 3 / 7 + 1, filter_bits = 1 << 16;
     /* 16 bits per token: about 6% of absent strings get past the filter. */
     while (filter_bits < 16 * v->count)
         filter_bits *= 2;
@@ -87,7 +84,7 @@ int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
     v->filter = calloc(filter_bits / 64, sizeof *v->filter);
     if (!v->pair_id || !v->short_slots || !v->filter)
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory for the vocabulary's indexes");
-    v->short_mask = short_slots - 1;
+    v->short_size = short_slots;
     v->filter_mask = filter_bits - 1;
     for (int b = 0; b < 256; b++)
         v->byte_id[b] = TOK_NO_ID;
@@ -106,9 +103,9 @@ int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
             v->pair_id[bytes[0] | (bytes[1] << 8)] = id;
         else if (len <= 4) {
             uint32_t b = (uint32_t)tok_load_head(bytes, len);
-            size_t j = tok_short_hash(b, len) & v->short_mask;
+            size_t j = tok_short_home(v, b, len);
             while (v->short_slots[j] != 0)
-                j = (j + 1) & v->short_mask;
+                j = j + 1 == v->short_size ? 0 : j + 1;
             v->short_slots[j] = tok_short_slot(b, len, id);
         }
     }
