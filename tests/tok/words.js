@@ -1,6 +1,5 @@
-// Deterministic generators for very long single words, shared by the parity tests.
-// The same generator is written in C in tests/tok/test_tok_parity.c (tokbig_word); both must agree
-// byte for byte, which the parity test checks through a sha256 of the text.
+// Deterministic generators for very long single words, shared by gen_big_words.js (which
+// records the reference's ids) and parity.js (which has forja encode the same words).
 'use strict';
 
 // Alphabets: lowercase ASCII; lowercase Greek + Cyrillic (2-byte UTF-8 letters, category Ll).
