@@ -26,26 +26,27 @@ static inline uint32_t span_rank(const struct tok_vocab *v, const uint8_t *p, si
     return tok_vocab_lookup(v, p + a, b - a);
 }
 
-/* tiktoken's loop: part k covers [start[k], start[k+1]); rank[k] is the rank of part k
- * joined with part k+1 (TOK_NO_ID if that is no token). start[m-1] == n is a sentinel. */
+/* tiktoken's loop, without moving memory: part k (alive while k is reachable through next[])
+ * covers bytes [k, next[k]); rank[k] is the rank of part k joined with its successor
+ * (TOK_NO_ID if that is no token, or if k was absorbed). The scan for the lowest rank runs
+ * over all n slots in byte order, so among equal ranks it still finds the leftmost pair. */
 int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
                         struct tok_sink *sink)
 {
-    uint32_t start[TOK_BPE_SMALL + 1], rank[TOK_BPE_SMALL + 1], id[TOK_BPE_SMALL + 1];
+    uint32_t next[TOK_BPE_SMALL + 1], prev[TOK_BPE_SMALL], rank[TOK_BPE_SMALL], id[TOK_BPE_SMALL];
     if (n > TOK_BPE_SMALL)
         return FJ_ERR_RANGE;
-    size_t m = n + 1;
     for (size_t k = 0; k < n; k++) {
-        start[k] = (uint32_t)k;
+        next[k] = (uint32_t)k + 1;
+        prev[k] = (uint32_t)k - 1; /* wraps for k == 0; never read there */
         id[k] = v->byte_id[p[k]];
         rank[k] = k + 1 < n ? tok_vocab_pair(v, p + k) : TOK_NO_ID;
     }
-    start[n] = (uint32_t)n;
-    rank[n] = TOK_NO_ID;
+    next[n] = (uint32_t)n;
     for (;;) {
         uint32_t best = TOK_NO_ID;
         size_t k = 0;
-        for (size_t j = 0; j + 1 < m; j++) {
+        for (size_t j = 0; j + 1 < n; j++) {
             if (rank[j] < best) {
                 best = rank[j];
                 k = j;
@@ -53,17 +54,18 @@ int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *p, size_t n,
         }
         if (best == TOK_NO_ID)
             break;
-        /* Part k absorbs part k+1; the pairs (k-1, k) and (k, k+1) change. */
-        if (k > 0)
-            rank[k - 1] = k + 2 < m ? span_rank(v, p, start[k - 1], start[k + 2]) : TOK_NO_ID;
-        rank[k] = k + 3 < m ? span_rank(v, p, start[k], start[k + 3]) : TOK_NO_ID;
+        /* Part k absorbs its successor; the pairs (prev, k) and (k, next) change. */
+        uint32_t j = next[k], after = next[j];
         id[k] = best;
-        memmove(start + k + 1, start + k + 2, (m - k - 2) * sizeof *start);
-        memmove(rank + k + 1, rank + k + 2, (m - k - 2) * sizeof *rank);
-        memmove(id + k + 1, id + k + 2, (m - k - 2) * sizeof *id);
-        m--;
+        rank[j] = TOK_NO_ID;
+        next[k] = after;
+        if (after < n)
+            prev[after] = (uint32_t)k;
+        rank[k] = after < n ? span_rank(v, p, k, next[after]) : TOK_NO_ID;
+        if (k > 0)
+            rank[prev[k]] = span_rank(v, p, prev[k], after);
     }
-    for (size_t k = 0; k + 1 < m; k++)
+    for (size_t k = 0; k < n; k = next[k])
         if (tok_sink_push(sink, id[k]) != 0)
             return FJ_ERR_NOMEM;
     return 0;
