@@ -226,7 +226,6 @@ size_t tok_pretok_next(enum tok_pattern pattern, const uint8_t *s, size_t i, siz
     switch (pattern) {
     case TOK_PATTERN_GPT2: return next_gpt2(s, i, n);
     case TOK_PATTERN_CL100K: return next_cl100k(s, i, n, 3);
-    case TOK_PATTERN_CL100K_DIGIT1: return next_cl100k(s, i, n, 1);
     case TOK_PATTERN_O200K: return next_o200k(s, i, n);
     }
     return n;
