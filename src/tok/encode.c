@@ -50,7 +50,7 @@ static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, siz
         for (; m < BATCH && i < n; m++) {
             size_t e = tok_pretok_next(enc->pattern, s, i, n);
             start[m] = i;
-            if (e - i > 4) {
+            if (e - i > TOK_SHORT_MAX) {
                 key[m] = tok_vocab_key(s + i, e - i);
                 tok_vocab_prefetch(v, key[m]);
             }
@@ -60,8 +60,8 @@ static int encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, siz
         for (int k = 0; k < m; k++) {
             const uint8_t *p = s + start[k];
             size_t len = start[k + 1] - start[k];
-            uint32_t id =
-                len <= 4 ? tok_vocab_lookup(v, p, len) : tok_vocab_find(v, key[k], p, len);
+            uint32_t id = len <= TOK_SHORT_MAX ? tok_vocab_lookup(v, p, len)
+                                               : tok_vocab_find(v, key[k], p, len);
             int rc = id != TOK_NO_ID ? tok_sink_push(sink, id) : tok_bpe_merge(v, p, len, sink);
             if (rc != 0)
                 return rc;

@@ -103,6 +103,10 @@ static inline struct tok_key tok_vocab_key(const uint8_t *bytes, size_t len)
     return k;
 }
 
+/* Tokens of up to TOK_SHORT_MAX bytes are found in the small derived indexes (byte_id,
+ * pair_id, short_slots); longer ones in the main table, behind the filter. */
+#define TOK_SHORT_MAX 4
+
 /* A short slot: bytes (little-endian, zero-padded) << 32 | len << 24 | (id + 1); 0 is empty. */
 static inline uint64_t tok_short_slot(uint32_t bytes, size_t len, uint32_t id)
 {
@@ -155,6 +159,7 @@ static inline void tok_vocab_prefetch(const struct tok_vocab *v, struct tok_key 
     __builtin_prefetch(&v->slots[k.hash & v->mask]);
 }
 
+/* The id of bytes[0..len) with key k, len > TOK_SHORT_MAX, or TOK_NO_ID. */
 uint32_t tok_vocab_find(const struct tok_vocab *v, struct tok_key k, const uint8_t *bytes,
                         size_t len);
 void tok_vocab_free(struct tok_vocab *v);

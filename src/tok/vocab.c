@@ -8,11 +8,12 @@
  *
  *   byte_id   256 single bytes            pair_id   65 536 two-byte strings, direct
  *   short     3- and 4-byte tokens, 8-byte slots (the merge's usual intermediate tokens)
- *   filter    a bit per token hash: a clear bit proves a longer string is no token
+ *   filter    a bit per long token's hash: a clear bit proves a string is no token
  *
  * Callers with several lookups to make compute their keys and prefetch the main table's
  * slots first (tok_internal.h), so the remaining cache misses overlap.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,13 +72,15 @@ int tok_vocab_add(struct tok_vocab *v, const uint8_t *bytes, size_t len, uint32_
 
 int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
 {
-    size_t n_short = 0;
-    for (uint32_t id = 0; id < v->n_ids; id++)
+    size_t n_short = 0, n_long = 0;
+    for (uint32_t id = 0; id < v->n_ids; id++) {
         n_short += v->len[id] == 3 || v->len[id] == 4;
+        n_long += v->len[id] > TOK_SHORT_MAX;
+    }
     /* Load factor 0.7: small enough to stay in cache (270 KB for cl100k), with short probes. */
     size_t short_slots = n_short + n_short * 3 / 7 + 1, filter_bits = 1 << 16;
-    /* 16 bits per token: about 6% of absent strings get past the filter. */
-    while (filter_bits < 16 * v->count)
+    /* 16 bits per long token: about 6% of absent strings get past the filter. */
+    while (filter_bits < 16 * n_long)
         filter_bits *= 2;
     v->pair_id = malloc(65536 * sizeof *v->pair_id);
     v->short_slots = calloc(short_slots, sizeof *v->short_slots);
@@ -93,15 +96,14 @@ int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
     for (uint32_t id = 0; id < v->n_ids; id++) {
         size_t len = v->len[id];
         const uint8_t *bytes = v->pool + v->off[id];
-        if (len == 0)
-            continue;
-        size_t bit = tok_filter_bit(v, tok_vocab_key(bytes, len));
-        v->filter[bit >> 6] |= 1ull << (bit & 63);
-        if (len == 1)
+        if (len > TOK_SHORT_MAX) {
+            size_t bit = tok_filter_bit(v, tok_vocab_key(bytes, len));
+            v->filter[bit >> 6] |= 1ull << (bit & 63);
+        } else if (len == 1)
             v->byte_id[bytes[0]] = id;
         else if (len == 2)
             v->pair_id[bytes[0] | (bytes[1] << 8)] = id;
-        else if (len <= 4) {
+        else if (len >= 3) {
             uint32_t b = (uint32_t)tok_load_head(bytes, len);
             size_t j = tok_short_home(v, b, len);
             while (v->short_slots[j] != 0)
@@ -115,6 +117,7 @@ int tok_vocab_finish(struct tok_vocab *v, struct fj_err *err)
 uint32_t tok_vocab_find(const struct tok_vocab *v, struct tok_key k, const uint8_t *bytes,
                         size_t len)
 {
+    assert(len > TOK_SHORT_MAX);
     if (!tok_vocab_maybe(v, k))
         return TOK_NO_ID;
     size_t i = (size_t)k.hash & v->mask;
@@ -137,7 +140,7 @@ uint32_t tok_vocab_lookup(const struct tok_vocab *v, const uint8_t *bytes, size_
         return v->byte_id[bytes[0]];
     if (len == 2)
         return tok_vocab_pair(v, bytes);
-    if (len <= 4)
+    if (len <= TOK_SHORT_MAX)
         return tok_vocab_short(v, bytes, len);
     return tok_vocab_find(v, tok_vocab_key(bytes, len), bytes, len);
 }
