@@ -1,0 +1,2 @@
+# src/chat: chat templates (a Jinja subset) and rendering conversations for training.
+target_sources(forja_lib PRIVATE)

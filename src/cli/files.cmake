@@ -1,0 +1,2 @@
+# src/cli: the forja command-line tool.
+target_sources(forja PRIVATE src/cli/main.c src/cli/opts.c src/cli/cmd_tokens.c src/cli/cmd_tokenize.c)
