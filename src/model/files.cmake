@@ -1,2 +1,5 @@
 # src/model: model folders (config, safetensors, tokenizer), architectures, LoRA.
-target_sources(forja_lib PRIVATE)
+target_sources(forja_lib PRIVATE
+  src/model/safetensors.c src/model/config.c
+  src/model/layout.c src/model/weights.c src/model/lora.c src/model/block.c src/model/run.c
+  src/model/kv.c)

@@ -1,0 +1,226 @@
+/* block.c - one transformer block, forward and backward, shared by training (model_run)
+ * and KV-cache inference (model_kv), plus the LoRA branch of a linear layer.
+ *
+ * A block is (pre-norm residual):
+ *   ln1 = norm1(x);  qkv = ln1 @ Wqkv^T + b (+ LoRA);  rope(q, k);  a = attention(q, k, v)
+ *   mid = x + a @ Wo^T + bo (+ LoRA)
+ *   ln2 = norm2(mid); hid = ln2 @ Wup^T + bup (+ LoRA);  act = swiglu(hid) | gelu(hid)
+ *   out = mid + act @ Wdown^T + bdown (+ LoRA)
+ * norm is RMSNorm (Llama, Qwen2) or LayerNorm (GPT-2); rope only for Llama and Qwen2.
+ */
+#include <string.h>
+
+#include "model/block.h"
+#include "nn/nn.h"
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+uint64_t block_site_seed(uint64_t seed, size_t site)
+{
+    return mix64(seed ^ mix64(site + 1));
+}
+
+static void norm_forward(const struct model *m, float *out, float *mean, float *rstd,
+                         const float *x, const float *w, const float *b, int N)
+{
+    const struct model_config *c = &m->cfg;
+    if (c->arch == MODEL_ARCH_GPT2)
+        nn_layernorm_forward(out, mean, rstd, x, w, b, N, c->n_embd, c->norm_eps);
+    else
+        nn_rmsnorm_forward(out, rstd, x, w, N, c->n_embd, c->norm_eps);
+}
+
+static void norm_backward(const struct model *m, float *dx, const float *dout, const float *x,
+                          const float *w, const float *b, const float *mean, const float *rstd,
+                          int N)
+{
+    const struct model_config *c = &m->cfg;
+    if (c->arch == MODEL_ARCH_GPT2)
+        nn_layernorm_backward(dx, model_grad_of(m, w), model_grad_of(m, b), dout, x, w, mean,
+                              rstd, N, c->n_embd);
+    else
+        nn_rmsnorm_backward(dx, model_grad_of(m, w), dout, x, w, rstd, N, c->n_embd);
+}
+
+void block_norm_forward(const struct model *m, float *out, float *mean, float *rstd,
+                        const float *x, int N)
+{
+    norm_forward(m, out, mean, rstd, x, m->lnf_w, m->lnf_b, N);
+}
+
+void block_norm_backward(const struct model *m, float *dx, const float *dout, const float *x,
+                         const float *mean, const float *rstd, int N)
+{
+    norm_backward(m, dx, dout, x, m->lnf_w, m->lnf_b, mean, rstd, N);
+}
+
+/* ---- LoRA --------------------------------------------------------------------------- */
+
+static void lora_forward(const struct model *m, size_t si, float *out, int ldo, const float *x,
+                         int N, const struct block_bufs *bb, bool train, uint64_t seed)
+{
+    const struct model_lora_site *s = &m->sites[si];
+    int r = m->lora.r;
+    float *h = bb->lora_h + si * bb->lora_h_stride;
+    const float *xin = x;
+    if (train && m->lora.dropout > 0) {
+        float *xd = bb->lora_xd + si * bb->lora_xd_stride;
+        nn_dropout_forward(xd, x, (size_t)N * s->in, m->lora.dropout, block_site_seed(seed, si));
+        xin = xd;
+    }
+    /* h (N, r) = xin (N, in) @ A^T;  out[:, col:] += scale * h @ B^T */
+    nn_gemm(false, true, N, r, s->in, 1.0f, xin, s->in, s->A, s->in, 0.0f, h, r);
+    nn_gemm(false, true, N, s->width, r, m->lora_scale, h, r, s->B, r, 1.0f, out + s->col, ldo);
+}
+
+static void lora_backward(const struct model *m, size_t si, float *dx, const float *dout,
+                          int ldo, const float *x, int N, const struct block_bufs *bb,
+                          const struct block_grads *gb, bool train, uint64_t seed)
+{
+    const struct model_lora_site *s = &m->sites[si];
+    int r = m->lora.r;
+    const float *h = bb->lora_h + si * bb->lora_h_stride;
+    bool drop = train && m->lora.dropout > 0;
+    const float *xin = drop ? bb->lora_xd + si * bb->lora_xd_stride : x;
+    const float *ds = dout + s->col;
+    float *dh = gb->lora_dh;
+    /* dB (width, r) += scale * ds^T (width, N) @ h (N, r) */
+    nn_gemm(true, false, s->width, r, N, m->lora_scale, ds, ldo, h, r, 1.0f, s->dB, r);
+    /* dh (N, r) = scale * ds (N, width) @ B (width, r) */
+    nn_gemm(false, false, N, r, s->width, m->lora_scale, ds, ldo, s->B, r, 0.0f, dh, r);
+    /* dA (r, in) += dh^T (r, N) @ xin (N, in) */
+    nn_gemm(true, false, r, s->in, N, 1.0f, dh, r, xin, s->in, 1.0f, s->dA, s->in);
+    /* dx (N, in) += dropout'(dh @ A) */
+    if (drop) {
+        nn_gemm(false, false, N, s->in, r, 1.0f, dh, r, s->A, s->in, 0.0f, gb->lora_dx, s->in);
+        nn_dropout_backward(dx, gb->lora_dx, (size_t)N * s->in, m->lora.dropout,
+                            block_site_seed(seed, si));
+    } else {
+        nn_gemm(false, false, N, s->in, r, 1.0f, dh, r, s->A, s->in, 1.0f, dx, s->in);
+    }
+}
+
+/* Runs the LoRA sites of layer l on linear `lin`. */
+static void lora_sites_forward(const struct model *m, int l, enum model_linear lin, float *out,
+                               int ldo, const float *x, int N, const struct block_bufs *bb,
+                               bool train, uint64_t seed)
+{
+    for (size_t si = 0; si < m->n_sites; si++)
+        if (m->sites[si].layer == l && m->sites[si].linear == lin)
+            lora_forward(m, si, out, ldo, x, N, bb, train, seed);
+}
+
+static void lora_sites_backward(const struct model *m, int l, enum model_linear lin, float *dx,
+                                const float *dout, int ldo, const float *x, int N,
+                                const struct block_bufs *bb, const struct block_grads *gb,
+                                bool train, uint64_t seed)
+{
+    for (size_t si = 0; si < m->n_sites; si++)
+        if (m->sites[si].layer == l && m->sites[si].linear == lin)
+            lora_backward(m, si, dx, dout, ldo, x, N, bb, gb, train, seed);
+}
+
+/* ---- the block ----------------------------------------------------------------------- */
+
+void block_forward(const struct model *m, int l, float *out, const float *x,
+                   const struct block_bufs *bb, const struct block_attn *at, int N, bool train,
+                   uint64_t seed)
+{
+    const struct model_config *c = &m->cfg;
+    const struct model_layer *y = &m->layers[l];
+    int C = c->n_embd, HS = c->head_dim, NH = c->n_head, NKV = c->n_kv_head, FF = c->n_ff;
+    int QKV = m->QKV, AH = m->AH, HID = m->HID, KVW = NKV * HS;
+
+    norm_forward(m, bb->ln1, bb->ln1_mean, bb->ln1_rstd, x, y->ln1_w, y->ln1_b, N);
+    nn_linear_forward(bb->qkv, QKV, bb->ln1, y->wqkv, y->bqkv, N, C, QKV, false);
+    lora_sites_forward(m, l, MODEL_LINEAR_QKV, bb->qkv, QKV, bb->ln1, N, bb, train, seed);
+    if (c->arch != MODEL_ARCH_GPT2) {
+        nn_rope_forward(bb->qkv, QKV, at->pos, at->cos_t, at->sin_t, N, NH, HS);
+        nn_rope_forward(bb->qkv + AH, QKV, at->pos, at->cos_t, at->sin_t, N, NKV, HS);
+    }
+    if (at->k_cache) {
+        /* inference: append this chunk's k, v to the cache, attend over all of it */
+        for (int n = 0; n < N; n++) {
+            memcpy(at->k_cache + (size_t)(at->past + n) * KVW, bb->qkv + (size_t)n * QKV + AH,
+                   (size_t)KVW * sizeof(float));
+            memcpy(at->v_cache + (size_t)(at->past + n) * KVW,
+                   bb->qkv + (size_t)n * QKV + AH + KVW, (size_t)KVW * sizeof(float));
+        }
+        nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, at->k_cache, KVW, at->v_cache,
+                             KVW, 1, N, at->past + N, NH, NKV, HS);
+    } else {
+        nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, bb->qkv + AH, QKV,
+                             bb->qkv + AH + KVW, QKV, at->B, at->T, at->T, NH, NKV, HS);
+    }
+    memcpy(bb->mid, x, (size_t)N * C * sizeof(float));
+    nn_linear_forward(bb->mid, C, bb->atty, y->wo, y->bo, N, AH, C, true);
+    lora_sites_forward(m, l, MODEL_LINEAR_O, bb->mid, C, bb->atty, N, bb, train, seed);
+
+    norm_forward(m, bb->ln2, bb->ln2_mean, bb->ln2_rstd, bb->mid, y->ln2_w, y->ln2_b, N);
+    nn_linear_forward(bb->hid, HID, bb->ln2, y->wup, y->bup, N, C, HID, false);
+    lora_sites_forward(m, l, MODEL_LINEAR_UP, bb->hid, HID, bb->ln2, N, bb, train, seed);
+    if (c->arch == MODEL_ARCH_GPT2)
+        nn_gelu_forward(bb->actv, bb->hid, (size_t)N * FF, c->act == MODEL_ACT_GELU_TANH);
+    else
+        nn_swiglu_forward(bb->actv, bb->hid, N, FF);
+    if (out != bb->mid)
+        memcpy(out, bb->mid, (size_t)N * C * sizeof(float));
+    nn_linear_forward(out, C, bb->actv, y->wdown, y->bdown, N, FF, C, true);
+    lora_sites_forward(m, l, MODEL_LINEAR_DOWN, out, C, bb->actv, N, bb, train, seed);
+}
+
+void block_backward(const struct model *m, int l, float *dres, const float *x,
+                    const struct block_bufs *bb, const struct block_grads *gb,
+                    const struct block_attn *at, int N, bool train, uint64_t seed)
+{
+    const struct model_config *c = &m->cfg;
+    const struct model_layer *y = &m->layers[l];
+    int C = c->n_embd, HS = c->head_dim, NH = c->n_head, NKV = c->n_kv_head, FF = c->n_ff;
+    int QKV = m->QKV, AH = m->AH, HID = m->HID, KVW = NKV * HS;
+
+    /* out = mid + down(act): dres flows to mid unchanged, and into the MLP */
+    memset(gb->dact, 0, (size_t)N * FF * sizeof(float));
+    nn_linear_backward(gb->dact, model_grad_of(m, y->wdown), model_grad_of(m, y->bdown), dres, C,
+                       bb->actv, y->wdown, N, FF, C);
+    lora_sites_backward(m, l, MODEL_LINEAR_DOWN, gb->dact, dres, C, bb->actv, N, bb, gb, train,
+                        seed);
+    memset(gb->dhid, 0, (size_t)N * HID * sizeof(float));
+    if (c->arch == MODEL_ARCH_GPT2)
+        nn_gelu_backward(gb->dhid, gb->dact, bb->hid, (size_t)N * FF,
+                         c->act == MODEL_ACT_GELU_TANH);
+    else
+        nn_swiglu_backward(gb->dhid, gb->dact, bb->hid, N, FF);
+    memset(gb->dln, 0, (size_t)N * C * sizeof(float));
+    nn_linear_backward(gb->dln, model_grad_of(m, y->wup), model_grad_of(m, y->bup), gb->dhid,
+                       HID, bb->ln2, y->wup, N, C, HID);
+    lora_sites_backward(m, l, MODEL_LINEAR_UP, gb->dln, gb->dhid, HID, bb->ln2, N, bb, gb, train,
+                        seed);
+    norm_backward(m, dres, gb->dln, bb->mid, y->ln2_w, y->ln2_b, bb->ln2_mean, bb->ln2_rstd, N);
+
+    /* mid = x + o(atty): dres now holds d(mid) and flows on to x */
+    memset(gb->datty, 0, (size_t)N * AH * sizeof(float));
+    nn_linear_backward(gb->datty, model_grad_of(m, y->wo), model_grad_of(m, y->bo), dres, C,
+                       bb->atty, y->wo, N, AH, C);
+    lora_sites_backward(m, l, MODEL_LINEAR_O, gb->datty, dres, C, bb->atty, N, bb, gb, train,
+                        seed);
+    memset(gb->dqkv, 0, (size_t)N * QKV * sizeof(float));
+    nn_attention_backward(gb->dqkv, gb->dqkv + AH, gb->dqkv + AH + KVW, gb->datty, AH, bb->att,
+                          bb->qkv, QKV, bb->qkv + AH, QKV, bb->qkv + AH + KVW, QKV, at->B, at->T,
+                          NH, NKV, HS, gb->att_scratch);
+    if (c->arch != MODEL_ARCH_GPT2) {
+        nn_rope_backward(gb->dqkv, QKV, at->pos, at->cos_t, at->sin_t, N, NH, HS);
+        nn_rope_backward(gb->dqkv + AH, QKV, at->pos, at->cos_t, at->sin_t, N, NKV, HS);
+    }
+    memset(gb->dln, 0, (size_t)N * C * sizeof(float));
+    nn_linear_backward(gb->dln, model_grad_of(m, y->wqkv), model_grad_of(m, y->bqkv), gb->dqkv,
+                       QKV, bb->ln1, y->wqkv, N, C, QKV);
+    lora_sites_backward(m, l, MODEL_LINEAR_QKV, gb->dln, gb->dqkv, QKV, bb->ln1, N, bb, gb, train,
+                        seed);
+    norm_backward(m, dres, gb->dln, x, y->ln1_w, y->ln1_b, bb->ln1_mean, bb->ln1_rstd, N);
+}

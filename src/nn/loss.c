@@ -1,0 +1,66 @@
+/* loss.c - masked cross-entropy over the vocabulary, fused with the softmax.
+ *
+ * The loss of a row is logsumexp(logits) - logits[target], accumulated in double over the
+ * vocabulary. Backward overwrites the logits with their gradient: (N, V) floats are the
+ * largest activation of a training step, and nothing needs the logits afterwards.
+ */
+#include <math.h>
+
+#include "nn/nn.h"
+
+static double row_logsumexp(const float *row, int V, int *argmax)
+{
+    float max = row[0];
+    int arg = 0;
+    for (int v = 1; v < V; v++)
+        if (row[v] > max) {
+            max = row[v];
+            arg = v;
+        }
+    double sum = 0;
+    for (int v = 0; v < V; v++)
+        sum += exp((double)row[v] - max);
+    if (argmax)
+        *argmax = arg;
+    return max + log(sum);
+}
+
+void nn_crossentropy_forward(float *losses, int64_t *n_correct, const float *logits,
+                             const int32_t *targets, const float *mask, int N, int V)
+{
+    int64_t correct = 0;
+#pragma omp parallel for schedule(static) reduction(+ : correct)
+    for (int n = 0; n < N; n++) {
+        if (mask && mask[n] == 0.0f) {
+            losses[n] = 0.0f;
+            continue;
+        }
+        const float *row = logits + (size_t)n * V;
+        int arg;
+        double lse = row_logsumexp(row, V, &arg);
+        losses[n] = (float)(lse - row[targets[n]]);
+        correct += arg == targets[n];
+    }
+    if (n_correct)
+        *n_correct = correct;
+}
+
+void nn_crossentropy_backward(float *logits, const int32_t *targets, const float *mask,
+                              float dloss, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *row = logits + (size_t)n * V;
+        float w = mask ? mask[n] : 1.0f;
+        if (w == 0.0f) {
+            for (int v = 0; v < V; v++)
+                row[v] = 0.0f;
+            continue;
+        }
+        double lse = row_logsumexp(row, V, NULL);
+        float scale = dloss * w;
+        for (int v = 0; v < V; v++)
+            row[v] = scale * (float)exp((double)row[v] - lse);
+        row[targets[n]] -= scale;
+    }
+}
