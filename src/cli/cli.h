@@ -9,6 +9,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+
+#include "core/buf.h"
 
 #include "tok/tok.h"
 
@@ -66,8 +69,30 @@ struct tok_encoding *cli_open_encoding(const struct cli_cmd *cmd, const struct c
  * error and returns CLI_USAGE if both are given; else 0. */
 int cli_special_mode(const struct cli_cmd *cmd, const struct cli_args *a, enum tok_special *mode);
 
+/* Appends all of f to b (b->data is non-NULL afterwards, even when f is empty). -1 on a
+ * read error or out of memory. */
+int cli_read_all(FILE *f, struct fj_buf *b);
+
+/* forja's data directory: --data-dir, else $FORJA_DATA_DIR, else ./forja-data. */
+const char *cli_data_dir(const struct cli_cmd *cmd, const struct cli_args *a);
+/* DATA/models, created if missing. Prints an error and returns a CLI_* code on failure. */
+int cli_models_dir(const struct cli_cmd *cmd, const struct cli_args *a, char *out, size_t cap);
+/* The folder of model `name` (NULL: the built-in model, created on first use); prints an
+ * error and returns a CLI_* code on failure. */
+int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const char *name,
+                   char *out, size_t cap);
+
+/* The option table entry every command that touches models has. */
+#define CLI_OPT_DATA_DIR                                                                          \
+    {"data-dir", "DIR",                                                                            \
+     "forja's data directory (default: $FORJA_DATA_DIR, else ./forja-data); models live in "      \
+     "DIR/models."}
+
 extern const struct cli_cmd cli_cmd_tokens;
 extern const struct cli_cmd cli_cmd_tokenize;
 extern const struct cli_cmd cli_cmd_detokenize;
+extern const struct cli_cmd cli_cmd_models;
+extern const struct cli_cmd cli_cmd_render;
+extern const struct cli_cmd cli_cmd_generate;
 
 #endif

@@ -12,18 +12,6 @@
 
 #define ENCODING_HELP "Encoding: cl100k_base (default), o200k_base, p50k_base, r50k_base or gpt2."
 
-static int read_all(FILE *f, struct fj_buf *b)
-{
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fj_buf_append(b, chunk, n) != 0)
-            return -1;
-    if (fj_buf_reserve(b, 0) != 0) /* data is non-NULL even for empty input */
-        return -1;
-    return ferror(f) ? -1 : 0;
-}
-
 /* Prints a token's bytes as a quoted string: printable ASCII as is, common escapes, other
  * bytes of valid UTF-8 as is, and bytes that are not (part of a character) as \xHH. */
 static void print_piece(const uint8_t *p, size_t n)
@@ -81,7 +69,7 @@ static int run_tokenize(const struct cli_cmd *cmd, const struct cli_args *a)
         return CLI_USAGE;
     struct fj_buf text = {0};
     const char *t = cli_get(cmd, a, "text");
-    int rc = t ? fj_buf_append(&text, t, strlen(t)) : read_all(stdin, &text);
+    int rc = t ? fj_buf_append(&text, t, strlen(t)) : cli_read_all(stdin, &text);
     if (rc != 0) {
         fprintf(stderr, "forja tokenize: cannot read the input: %s\n", strerror(errno));
         tok_encoding_free(enc);
@@ -155,7 +143,7 @@ static int run_detokenize(const struct cli_cmd *cmd, const struct cli_args *a)
     struct tok_ids ids = {0};
     const char *given = cli_get(cmd, a, "ids");
     int status = CLI_OK;
-    if ((given ? fj_buf_append(&in, given, strlen(given)) : read_all(stdin, &in)) != 0) {
+    if ((given ? fj_buf_append(&in, given, strlen(given)) : cli_read_all(stdin, &in)) != 0) {
         fprintf(stderr, "forja detokenize: cannot read the input\n");
         status = CLI_FAILURE;
     } else if (parse_ids(in.data, &ids) != 0) {

@@ -8,6 +8,9 @@ static const struct cli_cmd *const commands[] = {
     &cli_cmd_tokens,
     &cli_cmd_tokenize,
     &cli_cmd_detokenize,
+    &cli_cmd_models,
+    &cli_cmd_render,
+    &cli_cmd_generate,
     NULL,
 };
 

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/file.h"
+#include "model/folder.h"
 
 static int find_opt(const struct cli_cmd *cmd, const char *name, size_t len)
 {
@@ -155,4 +157,56 @@ int cli_special_mode(const struct cli_cmd *cmd, const struct cli_args *a, enum t
     }
     *mode = allow ? TOK_SPECIAL_ALLOW : ordinary ? TOK_SPECIAL_AS_TEXT : TOK_SPECIAL_REJECT;
     return 0;
+}
+
+int cli_read_all(FILE *f, struct fj_buf *b)
+{
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (fj_buf_append(b, chunk, n) != 0)
+            return -1;
+    if (fj_buf_reserve(b, 0) != 0) /* data is non-NULL even for empty input */
+        return -1;
+    return ferror(f) ? -1 : 0;
+}
+
+const char *cli_data_dir(const struct cli_cmd *cmd, const struct cli_args *a)
+{
+    const char *dir = cli_get(cmd, a, "data-dir");
+    if (!dir)
+        dir = getenv("FORJA_DATA_DIR");
+    return dir && *dir ? dir : "forja-data";
+}
+
+int cli_models_dir(const struct cli_cmd *cmd, const struct cli_args *a, char *out, size_t cap)
+{
+    if (snprintf(out, cap, "%s/models", cli_data_dir(cmd, a)) >= (int)cap) {
+        fprintf(stderr, "forja %s: data directory path too long\n", cmd->name);
+        return CLI_USAGE;
+    }
+    struct fj_err err = {0};
+    if (fj_mkdirs(out, &err) != 0) {
+        fprintf(stderr, "forja %s: %s\n", cmd->name, err.msg);
+        return CLI_FAILURE;
+    }
+    return CLI_OK;
+}
+
+int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const char *name,
+                   char *out, size_t cap)
+{
+    char models[4096];
+    int rc = cli_models_dir(cmd, a, models, sizeof models);
+    if (rc != CLI_OK)
+        return rc;
+    if (!name)
+        name = MODEL_BUILTIN_NAME;
+    struct fj_err err = {0};
+    if (model_resolve(models, name, out, cap, &err) != 0) {
+        fprintf(stderr, "forja %s: %s\n", cmd->name, err.msg);
+        return err.code == FJ_ERR_NOT_FOUND || err.code == FJ_ERR_INVALID ? CLI_USAGE
+                                                                          : CLI_FAILURE;
+    }
+    return CLI_OK;
 }

@@ -14,7 +14,9 @@
  *      over at most sliding_window tokens is the same with or without the window, so a
  *      window shorter than max_position_embeddings becomes the context limit: n_ctx =
  *      min(max_position_embeddings, sliding_window). Qwen2's use_sliding_window must be false.
- *   4. Things that change the math and are not implemented are refused by name: rope types
+ *   4. A default bos/eos id outside the vocabulary (a small test model) means none; an id
+ *      the file gives must be below vocab_size.
+ *   5. Things that change the math and are not implemented are refused by name: rope types
  *      other than llama3, Qwen2 sliding windows, GPT-2's scale_attn_by_inverse_layer_idx,
  *      scale_attn_weights false and add_cross_attention.
  * Error messages name the key; model_config_load prefixes the file.
@@ -51,7 +53,7 @@ static const struct {
 #define SUPPORTED "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel"
 
 /* Bounds not in config.h: the MLP width and one attention head. */
-#define MAX_FF (1 << 20)
+#define MAX_FF       (1 << 20)
 #define MAX_HEAD_DIM MODEL_MAX_EMBD
 
 /* config.json and generation_config.json are small; anything bigger is not one. */
@@ -151,8 +153,7 @@ static int read_str(const json_t *o, const char *key, const char *def, const cha
         return 0;
     }
     if (!json_is_string(v))
-        return fj_err_set(err, FJ_ERR_FORMAT, "\"%s\" must be a string, not %s", key,
-                          type_name(v));
+        return fj_err_set(err, FJ_ERR_FORMAT, "\"%s\" must be a string, not %s", key, type_name(v));
     *out = json_string_value(v);
     return 0;
 }
@@ -172,8 +173,10 @@ static int read_id(const json_t *o, const char *key, int vocab, int *out, struct
                           type_name(v));
     json_int_t x = json_integer_value(v);
     if (x < 0 || x >= vocab)
-        return fj_err_set(err, FJ_ERR_RANGE, "\"%s\" is %lld; it must be a token id below "
-                          "vocab_size %d", key, (long long)x, vocab);
+        return fj_err_set(err, FJ_ERR_RANGE,
+                          "\"%s\" is %lld; it must be a token id below "
+                          "vocab_size %d",
+                          key, (long long)x, vocab);
     *out = (int)x;
     return 0;
 }
@@ -204,8 +207,9 @@ static int read_eos(const json_t *o, int vocab, struct model_config *cfg, struct
                           type_name(v));
     size_t n = json_array_size(v);
     if (n > MODEL_MAX_EOS)
-        return fj_err_set(err, FJ_ERR_RANGE, "\"eos_token_id\" lists %zu ids; forja keeps at most %d",
-                          n, MODEL_MAX_EOS);
+        return fj_err_set(err, FJ_ERR_RANGE,
+                          "\"eos_token_id\" lists %zu ids; forja keeps at most %d", n,
+                          MODEL_MAX_EOS);
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
         if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= vocab)
@@ -241,8 +245,8 @@ static int find_family(const json_t *root, struct model_config *cfg, enum family
                 snprintf(cfg->architecture, sizeof cfg->architecture, "%s", name);
                 return 0;
             }
-        return fj_err_set(err, FJ_ERR_INVALID, "unsupported architecture \"%.200s\" (forja runs "
-                          SUPPORTED ")", name);
+        return fj_err_set(err, FJ_ERR_INVALID,
+                          "unsupported architecture \"%.200s\" (forja runs " SUPPORTED ")", name);
     }
     /* No architectures list: transformers' Auto classes go by model_type. */
     const char *type = NULL;
@@ -250,13 +254,13 @@ static int find_family(const json_t *root, struct model_config *cfg, enum family
     if (rc != 0)
         return rc;
     if (type == NULL)
-        return fj_err_set(err, FJ_ERR_FORMAT, "neither \"architectures\" nor \"model_type\" is set");
+        return fj_err_set(err, FJ_ERR_FORMAT,
+                          "neither \"architectures\" nor \"model_type\" is set");
     for (size_t i = 0; i < N_FAMILIES; i++)
         if (strcmp(type, families[i].model_type) == 0) {
             *fam = families[i].family;
             cfg->arch = families[i].arch;
-            snprintf(cfg->architecture, sizeof cfg->architecture, "%s",
-                     families[i].architecture);
+            snprintf(cfg->architecture, sizeof cfg->architecture, "%s", families[i].architecture);
             return 0;
         }
     return fj_err_set(err, FJ_ERR_INVALID,
@@ -280,7 +284,8 @@ static int parse_act(const char *key, const char *s, enum family fam, struct mod
         return 0;
     }
     return fj_err_set(err, FJ_ERR_FORMAT, "\"%s\" \"%.64s\" is not supported (forja runs %s)", key,
-                      s, fam == FAM_GPT2 ? "gelu_new, gelu_pytorch_tanh, gelu_fast and gelu" : "silu");
+                      s,
+                      fam == FAM_GPT2 ? "gelu_new, gelu_pytorch_tanh, gelu_fast and gelu" : "silu");
 }
 
 /* rope_scaling (or transformers 5's rope_parameters): none, "default" or "llama3". */
@@ -304,8 +309,8 @@ static int parse_rope(const json_t *root, struct model_config *cfg, struct fj_er
     char prefix[32];
     snprintf(prefix, sizeof prefix, "%s.", key);
     if (rs == params && get(root, "rope_theta") == NULL) {
-        rc = read_float(rs, prefix, "rope_theta", false, 10000.0f, 0.0, 1e30, &cfg->rope_theta,
-                        err);
+        rc =
+            read_float(rs, prefix, "rope_theta", false, 10000.0f, 0.0, 1e30, &cfg->rope_theta, err);
         if (rc != 0)
             return rc;
     }
@@ -362,9 +367,9 @@ static int parse_llama(const json_t *root, enum family fam, struct model_config 
     /* transformers: an absent num_key_value_heads is 8 for Mistral and 32 for Qwen2 (their
      * signatures' defaults), a null one is num_attention_heads. */
     const json_t *kv = json_object_get(root, "num_key_value_heads");
-    int kv_default = fam == FAM_MISTRAL && kv == NULL  ? 8
+    int kv_default = fam == FAM_MISTRAL && kv == NULL ? 8
                      : fam == FAM_QWEN2 && kv == NULL ? 32
-                                                       : cfg->n_head;
+                                                      : cfg->n_head;
     if ((rc = read_int(root, "", "num_key_value_heads", false, kv_default, 1, MODEL_MAX_HEADS,
                        &cfg->n_kv_head, err)))
         return rc;
@@ -435,8 +440,7 @@ static int parse_gpt2(const json_t *root, struct model_config *cfg, struct fj_er
         (rc = read_int(root, "", "n_embd", true, 0, 1, MODEL_MAX_EMBD, &cfg->n_embd, err)) ||
         (rc = read_int(root, "", "n_layer", true, 0, 1, MODEL_MAX_LAYERS, &cfg->n_layer, err)) ||
         (rc = read_int(root, "", "n_head", true, 0, 1, MODEL_MAX_HEADS, &cfg->n_head, err)) ||
-        (rc = read_int(root, "", "n_positions", true, 0, 1, MODEL_MAX_CONTEXT, &cfg->n_ctx,
-                       err)))
+        (rc = read_int(root, "", "n_positions", true, 0, 1, MODEL_MAX_CONTEXT, &cfg->n_ctx, err)))
         return rc;
     if (cfg->n_embd % cfg->n_head != 0)
         return fj_err_set(err, FJ_ERR_RANGE, "\"n_head\" (%d) does not divide \"n_embd\" (%d)",
@@ -461,9 +465,9 @@ static int parse_gpt2(const json_t *root, struct model_config *cfg, struct fj_er
         return rc;
     if (!scale || inverse_layer || cross)
         return fj_err_set(err, FJ_ERR_FORMAT, "\"%s\" is %s; forja does not implement it",
-                          !scale ? "scale_attn_weights" : inverse_layer
-                                                              ? "scale_attn_by_inverse_layer_idx"
-                                                              : "add_cross_attention",
+                          !scale          ? "scale_attn_weights"
+                          : inverse_layer ? "scale_attn_by_inverse_layer_idx"
+                                          : "add_cross_attention",
                           !scale ? "false" : "true");
     cfg->qkv_bias = cfg->o_bias = cfg->mlp_bias = true; /* GPT-2 has every bias */
     cfg->bos_id = 50256;
@@ -514,8 +518,7 @@ static int parse_root(struct model_config *cfg, const json_t *root, struct fj_er
     return parse_dtype(root, cfg, err);
 }
 
-int model_config_parse(struct model_config *cfg, const char *json, size_t len,
-                       struct fj_err *err)
+int model_config_parse(struct model_config *cfg, const char *json, size_t len, struct fj_err *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -537,8 +540,8 @@ static int read_file(const char *path, char **text, size_t *len, struct fj_err *
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fj_err_set(err, errno == ENOENT ? FJ_ERR_NOT_FOUND : FJ_ERR_IO,
-                          "cannot open: %s", strerror(errno));
+        return fj_err_set(err, errno == ENOENT ? FJ_ERR_NOT_FOUND : FJ_ERR_IO, "cannot open: %s",
+                          strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > MAX_CONFIG_BYTES) {
         close(fd);
@@ -701,8 +704,7 @@ static bool put_llama(json_t *o, const struct model_config *cfg, enum family fam
               put(o, "rms_norm_eps", float_json(cfg->norm_eps)) &&
               put(o, "rope_theta", float_json(cfg->rope_theta)) &&
               put(o, "attention_dropout", json_real(0.0)) &&
-              put(o, "initializer_range", json_real(0.02)) &&
-              put(o, "use_cache", json_true());
+              put(o, "initializer_range", json_real(0.02)) && put(o, "use_cache", json_true());
     if (ok && cfg->rope_scaling == MODEL_ROPE_LLAMA3) {
         json_t *rs = json_object();
         ok = put(o, "rope_scaling", rs) && put(rs, "rope_type", json_string("llama3")) &&
@@ -720,8 +722,7 @@ static bool put_llama(json_t *o, const struct model_config *cfg, enum family fam
     if (ok && fam == FAM_MISTRAL)
         ok = put(o, "sliding_window", json_null()); /* n_ctx already holds any window */
     if (ok && fam == FAM_QWEN2)
-        ok = put(o, "use_sliding_window", json_false()) &&
-             put(o, "sliding_window", json_null()) &&
+        ok = put(o, "use_sliding_window", json_false()) && put(o, "sliding_window", json_null()) &&
              put(o, "max_window_layers", json_integer(cfg->n_layer));
     return ok;
 }
@@ -738,8 +739,7 @@ static bool put_gpt2(json_t *o, const struct model_config *cfg)
                json_string(cfg->act == MODEL_ACT_GELU ? "gelu" : "gelu_new")) &&
            put(o, "layer_norm_epsilon", float_json(cfg->norm_eps)) &&
            put(o, "scale_attn_weights", json_true()) &&
-           put(o, "initializer_range", json_real(0.02)) &&
-           put(o, "use_cache", json_true());
+           put(o, "initializer_range", json_real(0.02)) && put(o, "use_cache", json_true());
 }
 
 int model_config_to_json(const struct model_config *cfg, struct fj_buf *out, struct fj_err *err)
@@ -751,19 +751,19 @@ int model_config_to_json(const struct model_config *cfg, struct fj_buf *out, str
                           cfg->architecture[0] ? cfg->architecture : "no architecture");
     json_t *o = json_object();
     json_t *archs = json_array();
-    bool ok = o != NULL && put(o, "architectures", archs) &&
-              json_array_append_new(archs, json_string(families[fam].architecture)) == 0 &&
-              put(o, "model_type", json_string(families[fam].model_type)) &&
-              put(o, "vocab_size", json_integer(cfg->vocab_size)) &&
-              put(o, "tie_word_embeddings", json_boolean(cfg->tie_embeddings)) &&
-              put(o, "bos_token_id", cfg->bos_id < 0 ? json_null() : json_integer(cfg->bos_id)) &&
-              put(o, "eos_token_id", ids_json(cfg)) &&
-              put(o, "torch_dtype",
-                  json_string(cfg->torch_dtype[0] ? cfg->torch_dtype : "float32"));
+    bool ok =
+        o != NULL && put(o, "architectures", archs) &&
+        json_array_append_new(archs, json_string(families[fam].architecture)) == 0 &&
+        put(o, "model_type", json_string(families[fam].model_type)) &&
+        put(o, "vocab_size", json_integer(cfg->vocab_size)) &&
+        put(o, "tie_word_embeddings", json_boolean(cfg->tie_embeddings)) &&
+        put(o, "bos_token_id", cfg->bos_id < 0 ? json_null() : json_integer(cfg->bos_id)) &&
+        put(o, "eos_token_id", ids_json(cfg)) &&
+        put(o, "torch_dtype", json_string(cfg->torch_dtype[0] ? cfg->torch_dtype : "float32"));
     if (ok)
         ok = fam == FAM_GPT2 ? put_gpt2(o, cfg) : put_llama(o, cfg, (enum family)fam);
-    char *text = ok ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9))
-                    : NULL;
+    char *text =
+        ok ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(o);
     if (text == NULL)
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory writing config.json");
@@ -783,7 +783,7 @@ int64_t model_config_n_params(const struct model_config *cfg)
     int64_t V = cfg->vocab_size, C = cfg->n_embd, L = cfg->n_layer, FF = cfg->n_ff;
     int64_t head = cfg->tie_embeddings ? 0 : V * C;
     if (cfg->arch == MODEL_ARCH_GPT2) {
-        int64_t layer = 2 * C             /* ln_1 weight, bias */
+        int64_t layer = 2 * C               /* ln_1 weight, bias */
                         + C * 3 * C + 3 * C /* attn.c_attn */
                         + C * C + C         /* attn.c_proj */
                         + 2 * C             /* ln_2 */

@@ -86,7 +86,9 @@ int model_config_parse(struct model_config *cfg, const char *json, size_t len,
 int model_config_load(struct model_config *cfg, const char *dir, struct fj_err *err);
 
 /* Appends a config.json that transformers loads as the same model (and that
- * model_config_parse reads back to an equal struct). Returns 0 or FJ_ERR_NOMEM. */
+ * model_config_parse reads back to an equal struct). Returns 0, FJ_ERR_NOMEM, or
+ * FJ_ERR_INVALID for a struct no config.json can express (e.g. a Llama with q/k/v biases
+ * but no o_proj bias, or an architecture string that contradicts arch). */
 int model_config_to_json(const struct model_config *cfg, struct fj_buf *out, struct fj_err *err);
 
 /* The number of parameters the architecture has for cfg (tied head counted once). */

@@ -38,16 +38,16 @@ struct dtype_info {
 /* Every dtype the reference implementation knows. F4 and F6 pack several elements into a
  * byte; the reference requires their byte count to be whole, and so does forja. */
 static const struct dtype_info dtypes[] = {
-    {"F32", MODEL_DTYPE_F32, 32},        {"F16", MODEL_DTYPE_F16, 16},
-    {"BF16", MODEL_DTYPE_BF16, 16},      {"F64", MODEL_DTYPE_OTHER, 64},
-    {"I64", MODEL_DTYPE_OTHER, 64},      {"U64", MODEL_DTYPE_OTHER, 64},
-    {"I32", MODEL_DTYPE_OTHER, 32},      {"U32", MODEL_DTYPE_OTHER, 32},
-    {"I16", MODEL_DTYPE_OTHER, 16},      {"U16", MODEL_DTYPE_OTHER, 16},
-    {"I8", MODEL_DTYPE_OTHER, 8},        {"U8", MODEL_DTYPE_OTHER, 8},
-    {"BOOL", MODEL_DTYPE_OTHER, 8},      {"F8_E5M2", MODEL_DTYPE_OTHER, 8},
-    {"F8_E4M3", MODEL_DTYPE_OTHER, 8},   {"F8_E8M0", MODEL_DTYPE_OTHER, 8},
-    {"C64", MODEL_DTYPE_OTHER, 64},      {"F6_E2M3", MODEL_DTYPE_OTHER, 6},
-    {"F6_E3M2", MODEL_DTYPE_OTHER, 6},   {"F4", MODEL_DTYPE_OTHER, 4},
+    {"F32", MODEL_DTYPE_F32, 32},      {"F16", MODEL_DTYPE_F16, 16},
+    {"BF16", MODEL_DTYPE_BF16, 16},    {"F64", MODEL_DTYPE_OTHER, 64},
+    {"I64", MODEL_DTYPE_OTHER, 64},    {"U64", MODEL_DTYPE_OTHER, 64},
+    {"I32", MODEL_DTYPE_OTHER, 32},    {"U32", MODEL_DTYPE_OTHER, 32},
+    {"I16", MODEL_DTYPE_OTHER, 16},    {"U16", MODEL_DTYPE_OTHER, 16},
+    {"I8", MODEL_DTYPE_OTHER, 8},      {"U8", MODEL_DTYPE_OTHER, 8},
+    {"BOOL", MODEL_DTYPE_OTHER, 8},    {"F8_E5M2", MODEL_DTYPE_OTHER, 8},
+    {"F8_E4M3", MODEL_DTYPE_OTHER, 8}, {"F8_E8M0", MODEL_DTYPE_OTHER, 8},
+    {"C64", MODEL_DTYPE_OTHER, 64},    {"F6_E2M3", MODEL_DTYPE_OTHER, 6},
+    {"F6_E3M2", MODEL_DTYPE_OTHER, 6}, {"F4", MODEL_DTYPE_OTHER, 4},
 };
 
 static const struct dtype_info *dtype_lookup(const char *name)
@@ -96,7 +96,7 @@ uint16_t model_st_f32_to_bf16(float x)
 {
     uint32_t u = f32_bits(x);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u)
-        return 0x7FC0; /* torch maps every NaN to this one */
+        return 0x7FC0; /* c10::BFloat16's NaN */
     /* Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to the even half;
      * a carry out of the mantissa bumps the exponent, up to infinity. */
     u += 0x7FFFu + ((u >> 16) & 1u);
@@ -234,10 +234,10 @@ static size_t *table_slot(const struct name_table *t, const char *name,
 
 struct st_file {
     char *path;
-    uint8_t *map;    /* the whole file, read-only */
-    size_t size;     /* bytes in the file */
-    json_t *header;  /* owned; tensor names point into it */
-    json_t *meta;    /* "__metadata__" inside header, or NULL */
+    uint8_t *map;   /* the whole file, read-only */
+    size_t size;    /* bytes in the file */
+    json_t *header; /* owned; tensor names point into it */
+    json_t *meta;   /* "__metadata__" inside header, or NULL */
 };
 
 struct model_st {
@@ -329,8 +329,7 @@ static bool get_uint(const json_t *v, uint64_t *out)
 
 /* Checks one header entry and fills t (but for data). buf_size: bytes in the data buffer. */
 static int parse_entry(struct model_st_tensor *t, struct span *sp, const char *path,
-                       const char *name, const json_t *v, uint64_t buf_size,
-                       struct fj_err *err)
+                       const char *name, const json_t *v, uint64_t buf_size, struct fj_err *err)
 {
     if (!json_is_object(v))
         return fj_err_set(err, FJ_ERR_FORMAT, "%s: tensor \"%s\": entry is not an object", path,
@@ -350,8 +349,8 @@ static int parse_entry(struct model_st_tensor *t, struct span *sp, const char *p
     size_t ndim = json_array_size(js);
     if (ndim > MODEL_ST_MAX_DIMS)
         return fj_err_set(err, FJ_ERR_FORMAT,
-                          "%s: tensor \"%s\": %zu dimensions (forja reads at most %d)", path,
-                          name, ndim, MODEL_ST_MAX_DIMS);
+                          "%s: tensor \"%s\": %zu dimensions (forja reads at most %d)", path, name,
+                          ndim, MODEL_ST_MAX_DIMS);
     memset(t, 0, sizeof *t);
     t->name = name;
     t->dtype = di->dtype;
@@ -363,8 +362,8 @@ static int parse_entry(struct model_st_tensor *t, struct span *sp, const char *p
         uint64_t d;
         if (!get_uint(json_array_get(js, i), &d))
             return fj_err_set(err, FJ_ERR_FORMAT,
-                              "%s: tensor \"%s\": shape[%zu] is not a non-negative integer",
-                              path, name, i);
+                              "%s: tensor \"%s\": shape[%zu] is not a non-negative integer", path,
+                              name, i);
         t->shape[i] = (int64_t)d;
         if (d != 0 && numel > (uint64_t)INT64_MAX / d)
             overflow = true;
@@ -387,10 +386,9 @@ static int parse_entry(struct model_st_tensor *t, struct span *sp, const char *p
 
     const json_t *jo = json_object_get(v, "data_offsets");
     uint64_t begin, end;
-    if (!json_is_array(jo) || json_array_size(jo) != 2 || !get_uint(json_array_get(jo, 0), &begin) ||
-        !get_uint(json_array_get(jo, 1), &end))
-        return fj_err_set(err, FJ_ERR_FORMAT,
-                          "%s: tensor \"%s\": \"data_offsets\" %s", path, name,
+    if (!json_is_array(jo) || json_array_size(jo) != 2 ||
+        !get_uint(json_array_get(jo, 0), &begin) || !get_uint(json_array_get(jo, 1), &end))
+        return fj_err_set(err, FJ_ERR_FORMAT, "%s: tensor \"%s\": \"data_offsets\" %s", path, name,
                           jo == NULL ? "is missing"
                                      : "is not [begin, end] with non-negative integers");
     if (end < begin)
@@ -422,7 +420,8 @@ static int check_metadata(const char *path, const json_t *meta, struct fj_err *e
         return fj_err_set(err, FJ_ERR_FORMAT, "%s: \"__metadata__\" is not an object", path);
     const char *key;
     const json_t *v;
-    json_object_foreach((json_t *)meta, key, v) {
+    json_object_foreach((json_t *)meta, key, v)
+    {
         if (!json_is_string(v))
             return fj_err_set(err, FJ_ERR_FORMAT,
                               "%s: \"__metadata__\" value \"%s\" is not a string", path, key);
@@ -465,8 +464,8 @@ static int load_file(struct model_st *st, const char *path, struct fj_err *err)
     if (sb.st_size < 8) {
         close(fd);
         return fj_err_set(err, FJ_ERR_FORMAT,
-                          "%s: truncated: %lld bytes, shorter than the 8-byte header length",
-                          path, (long long)sb.st_size);
+                          "%s: truncated: %lld bytes, shorter than the 8-byte header length", path,
+                          (long long)sb.st_size);
     }
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         close(fd);
@@ -523,7 +522,8 @@ static int load_file(struct model_st *st, const char *path, struct fj_err *err)
     int rc = 0;
     const char *key;
     json_t *v;
-    json_object_foreach(f->header, key, v) {
+    json_object_foreach(f->header, key, v)
+    {
         if (strcmp(key, "__metadata__") == 0) {
             rc = check_metadata(path, v, err);
             f->meta = v;
@@ -621,8 +621,7 @@ static char *path_join(const char *dir, const char *name)
 }
 
 /* Reads a whole file of at most limit bytes into *text (NUL-terminated; the caller frees). */
-static int read_small(const char *path, size_t limit, char **text, size_t *len,
-                      struct fj_err *err)
+static int read_small(const char *path, size_t limit, char **text, size_t *len, struct fj_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -668,8 +667,7 @@ static int cmp_str(const void *a, const void *b)
 /* A shard name must stay inside the model folder. */
 static bool plain_file_name(const char *s)
 {
-    return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 &&
-           strcmp(s, "..") != 0;
+    return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 static int open_sharded(struct model_st *st, const char *dir, const char *index_path,
@@ -691,7 +689,7 @@ static int open_sharded(struct model_st *st, const char *dir, const char *index_
     size_t n_map = json_object_size(map);
     if (!json_is_object(map) || n_map == 0) {
         rc = fj_err_set(err, FJ_ERR_FORMAT, "%s: \"weight_map\" %s", index_path,
-                        map == NULL           ? "is missing"
+                        map == NULL            ? "is missing"
                         : !json_is_object(map) ? "is not an object"
                                                : "lists no tensors");
         goto done;
@@ -704,7 +702,8 @@ static int open_sharded(struct model_st *st, const char *dir, const char *index_
     size_t n_shards = 0;
     const char *key;
     const json_t *v;
-    json_object_foreach((json_t *)map, key, v) {
+    json_object_foreach((json_t *)map, key, v)
+    {
         if (!json_is_string(v) || !plain_file_name(json_string_value(v))) {
             rc = fj_err_set(err, FJ_ERR_FORMAT,
                             "%s: weight_map[\"%s\"] is not a file name inside the folder",
@@ -734,7 +733,8 @@ static int open_sharded(struct model_st *st, const char *dir, const char *index_
     }
     if (rc == 0)
         rc = build_table(st, err);
-    json_object_foreach((json_t *)map, key, v) {
+    json_object_foreach((json_t *)map, key, v)
+    {
         if (rc != 0)
             break;
         const struct model_st_tensor *t = model_st_find(st, key);
@@ -772,13 +772,11 @@ struct model_st *model_st_open_dir(const char *dir, struct fj_err *err)
     int rc = 0;
     if (st == NULL || single == NULL || index == NULL)
         rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
-    else if (access(single, F_OK) == 0)
-    {
+    else if (access(single, F_OK) == 0) {
         rc = load_file(st, single, err);
         if (rc == 0)
             rc = build_table(st, err);
-    }
-    else if (access(index, F_OK) == 0)
+    } else if (access(index, F_OK) == 0)
         rc = open_sharded(st, dir, index, err);
     else
         rc = fj_err_set(err, FJ_ERR_NOT_FOUND,
@@ -815,8 +813,8 @@ static int check_entries(const struct model_st_entry *e, size_t n, uint64_t *nby
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *name = e[i].name;
         if (name == NULL || name[0] == '\0' || strcmp(name, "__metadata__") == 0) {
-            rc = fj_err_set(err, FJ_ERR_INVALID, "entry %zu: tensor name %s%s%s is not allowed",
-                            i, name ? "\"" : "", name ? name : "NULL", name ? "\"" : "");
+            rc = fj_err_set(err, FJ_ERR_INVALID, "entry %zu: tensor name %s%s%s is not allowed", i,
+                            name ? "\"" : "", name ? name : "NULL", name ? "\"" : "");
             break;
         }
         size_t *slot = table_slot(&t, name, entry_name, e);
@@ -838,8 +836,8 @@ static int check_entries(const struct model_st_entry *e, size_t n, uint64_t *nby
         for (int d = 0; d < e[i].ndim && rc == 0; d++) {
             int64_t s = e[i].shape[d];
             if (s < 0 || (s != 0 && numel > (uint64_t)(INT64_MAX / 8) / (uint64_t)s))
-                rc = fj_err_set(err, FJ_ERR_INVALID, "tensor \"%s\": bad shape[%d] = %lld", name,
-                                d, (long long)s);
+                rc = fj_err_set(err, FJ_ERR_INVALID, "tensor \"%s\": bad shape[%d] = %lld", name, d,
+                                (long long)s);
             else
                 numel *= (uint64_t)s;
         }
@@ -942,7 +940,8 @@ static int write_tensor(int fd, const struct model_st_entry *e, uint64_t nbytes,
 static int sync_parent(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? strdup(".") : strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    char *dir =
+        slash == NULL ? strdup(".") : strndup(path, slash == path ? 1 : (size_t)(slash - path));
     if (dir == NULL)
         return -1;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -964,10 +963,11 @@ int model_st_write(const char *path, const struct model_st_entry *entries, size_
         const json_t *v;
         if (!json_is_object(metadata))
             return fj_err_set(err, FJ_ERR_INVALID, "%s: metadata is not a JSON object", path);
-        json_object_foreach((json_t *)metadata, key, v) {
+        json_object_foreach((json_t *)metadata, key, v)
+        {
             if (!json_is_string(v))
-                return fj_err_set(err, FJ_ERR_INVALID, "%s: metadata \"%s\" is not a string",
-                                  path, key);
+                return fj_err_set(err, FJ_ERR_INVALID, "%s: metadata \"%s\" is not a string", path,
+                                  key);
         }
     }
     uint64_t *nbytes = malloc((n ? n : 1) * sizeof *nbytes);
@@ -1017,8 +1017,8 @@ int model_st_write(const char *path, const struct model_st_entry *entries, size_
         if (rc != 0)
             unlink(tmp);
         else if (sync_parent(path) != 0)
-            rc = fj_err_set(err, FJ_ERR_IO, "%s: cannot sync its folder: %s", path,
-                            strerror(errno));
+            rc =
+                fj_err_set(err, FJ_ERR_IO, "%s: cannot sync its folder: %s", path, strerror(errno));
     }
     free(buf);
     free(tmp);

@@ -9,6 +9,7 @@
  * lives until model_st_close. Every header is checked before any tensor is handed out
  * (sizes, offsets, overlaps, coverage: see model_st_open_file), so a tensor's data[0..nbytes)
  * is always inside its file. Data may be unaligned; model_st_to_f32 copies with memcpy.
+ * A file must not be truncated by another process while it is open: the map would fault.
  *
  * Writing takes fp32 arrays and stores F32, BF16 or F16, atomically (temp file, fsync,
  * rename).
@@ -101,8 +102,9 @@ const json_t *model_st_metadata(const struct model_st *st, int file);
  * its dtype) for other dtypes. */
 int model_st_to_f32(const struct model_st_tensor *t, float *out, struct fj_err *err);
 
-/* Rounds an fp32 to BF16 to nearest, ties to even, as torch's .to(torch.bfloat16) does
- * (every NaN becomes 0x7FC0). */
+/* Rounds an fp32 to BF16 to nearest, ties to even, as torch's .to(torch.bfloat16) does.
+ * Every NaN becomes 0x7FC0, as c10::BFloat16 makes it (torch 1.13's vectorised CPU copy
+ * writes 0xFFFF instead: a NaN too). */
 uint16_t model_st_f32_to_bf16(float x);
 
 /* Rounds an fp32 to IEEE half to nearest, ties to even (overflow to infinity, subnormals

@@ -226,7 +226,37 @@ size_t tok_pretok_next(enum tok_pattern pattern, const uint8_t *s, size_t i, siz
     switch (pattern) {
     case TOK_PATTERN_GPT2: return next_gpt2(s, i, n);
     case TOK_PATTERN_CL100K: return next_cl100k(s, i, n, 3);
+    case TOK_PATTERN_QWEN2: return next_cl100k(s, i, n, 1);
     case TOK_PATTERN_O200K: return next_o200k(s, i, n);
     }
     return n;
+}
+
+/* The regexes as tokenizer.json files spell them: GPT-2's is the one of Hugging Face's
+ * ByteLevel pre-tokenizer; cl100k's is the one of Llama 3's file (tiktoken's older
+ * spelling); Qwen 2's is the one of Qwen's files; o200k's is tiktoken's. */
+#define CONTRACTIONS "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+static const char *const regexes[] = {
+    [TOK_PATTERN_GPT2] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+    [TOK_PATTERN_CL100K] = CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                           "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    [TOK_PATTERN_QWEN2] = CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                          "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    [TOK_PATTERN_O200K] =
+        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+" CONTRACTIONS
+        "?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*" CONTRACTIONS
+        "?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
+const char *tok_pattern_regex(enum tok_pattern pattern)
+{
+    return regexes[pattern];
+}
+
+int tok_pattern_from_regex(const char *re, size_t len)
+{
+    for (size_t p = 0; p < sizeof regexes / sizeof regexes[0]; p++)
+        if (strlen(regexes[p]) == len && memcmp(regexes[p], re, len) == 0)
+            return (int)p;
+    return -1;
 }

@@ -206,6 +206,9 @@ void tok_encoding_free(struct tok_encoding *enc)
     if (enc == NULL)
         return;
     tok_vocab_free(&enc->vocab);
+    tok_merges_free(enc->merges);
+    free(enc->merges);
+    free(enc->whole);
     encoding_free_specials(enc);
     free(enc);
 }
@@ -240,7 +243,6 @@ struct tok_encoding *tok_encoding_new(const char *name, struct fj_err *err)
     size_t ns = 0;
     while (ns < 6 && b->specials[ns].text != NULL)
         ns++;
-    enc->special_lead = ns > 0 ? (uint8_t)b->specials[0].text[0] : -1;
     enc->specials = calloc(ns, sizeof *enc->specials);
     if (enc->specials == NULL) {
         tok_encoding_free(enc);
@@ -257,10 +259,9 @@ struct tok_encoding *tok_encoding_new(const char *name, struct fj_err *err)
         }
         t->len = strlen(t->text);
         t->id = b->specials[k].id;
+        t->special = true;
         enc->n_specials = k + 1;
-        enc->special_first[(uint8_t)t->text[0]] = true;
-        if (enc->special_lead != (uint8_t)t->text[0])
-            enc->special_lead = -1;
     }
+    tok_specials_index(enc);
     return enc;
 }

@@ -172,37 +172,109 @@ struct tok_sink {
 
 int tok_sink_push(struct tok_sink *sink, uint32_t id);
 
-/* Appends the tokens of one piece (n >= 2 bytes) by tiktoken's byte-pair merge: repeatedly
- * join the adjacent pair whose joined bytes have the lowest rank, leftmost first. Returns 0 or
+/* The merges of a tokenizer.json: (left id, right id) -> (rank, merged id), where the rank is
+ * the merge's position in the file's "merges" list. tiktoken encodings have none: there the
+ * rank of a pair is the id of its joined bytes. */
+struct tok_pair_merge {
+    uint32_t rank; /* TOK_NO_ID if the pair does not merge */
+    uint32_t id;   /* the token the pair merges into */
+};
+
+struct tok_merge_slot {
+    uint64_t key; /* (left << 24 | right) + 1; 0 marks an empty slot */
+    struct tok_pair_merge m;
+};
+
+struct tok_merges {
+    struct tok_merge_slot *slots; /* open addressing, linear probing, load factor <= 1/2 */
+    size_t mask;                  /* number of slots - 1 (a power of two) */
+    size_t count;                 /* pairs held */
+    struct tok_pair_merge *bytes; /* (65536) the merge of the single-byte tokens of bytes b0 b1,
+                                     indexed by b0 | b1 << 8: a piece's first merges */
+};
+
+static inline uint64_t tok_merge_key(uint32_t left, uint32_t right)
+{
+    return (((uint64_t)left << 24) | right) + 1;
+}
+
+/* The merge of tokens left and right ({TOK_NO_ID, TOK_NO_ID} if they do not merge). */
+static inline struct tok_pair_merge tok_merges_find(const struct tok_merges *m, uint32_t left,
+                                                    uint32_t right)
+{
+    uint64_t key = tok_merge_key(left, right);
+    for (size_t i = (size_t)tok_mix64(key) & m->mask;; i = (i + 1) & m->mask) {
+        const struct tok_merge_slot *s = &m->slots[i];
+        if (s->key == key)
+            return s->m;
+        if (s->key == 0)
+            return (struct tok_pair_merge){TOK_NO_ID, TOK_NO_ID};
+    }
+}
+
+/* Allocates a table for up to max_pairs merges. Returns 0 or FJ_ERR_NOMEM. */
+int tok_merges_init(struct tok_merges *m, size_t max_pairs, struct fj_err *err);
+/* Sets the merge of (left, right); a pair already present takes the new rank and id (the last
+ * of duplicate merges wins, as in Hugging Face's tokenizers). */
+void tok_merges_set(struct tok_merges *m, uint32_t left, uint32_t right, uint32_t rank,
+                    uint32_t id);
+/* Builds the byte-pair index once every merge is set (v finished). Returns 0 or NOMEM. */
+int tok_merges_finish(struct tok_merges *m, const struct tok_vocab *v, struct fj_err *err);
+void tok_merges_free(struct tok_merges *m);
+
+/* Appends the tokens of one piece (n >= 2 bytes) by byte-pair merge: repeatedly join the
+ * adjacent pair of lowest rank, leftmost first, while some pair has a rank. With m NULL the
+ * rank of a pair is the id of its joined bytes (tiktoken); otherwise m's rank. Returns 0 or
  * FJ_ERR_NOMEM (long pieces need scratch memory). */
-int tok_bpe_merge(const struct tok_vocab *v, const uint8_t *piece, size_t n, struct tok_sink *sink);
+int tok_bpe_merge(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *piece,
+                  size_t n, struct tok_sink *sink);
 /* The two strategies tok_bpe_merge chooses between, exposed for the test that checks they
  * agree: the quadratic scan (n <= TOK_BPE_SMALL) and the heap (any n >= 2). */
 #define TOK_BPE_SMALL 256
-int tok_bpe_merge_small(const struct tok_vocab *v, const uint8_t *piece, size_t n,
-                        struct tok_sink *sink);
-int tok_bpe_merge_large(const struct tok_vocab *v, const uint8_t *piece, size_t n,
-                        struct tok_sink *sink);
+int tok_bpe_merge_small(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *piece,
+                        size_t n, struct tok_sink *sink);
+int tok_bpe_merge_large(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *piece,
+                        size_t n, struct tok_sink *sink);
 
+/* A special token: one of tiktoken's, one added by tok_encoding_add_special, or one of a
+ * tokenizer.json's "added_tokens" (special or not). */
 struct tok_special_token {
     char *text; /* owned, NUL-terminated */
     size_t len;
     uint32_t id;
+    bool special;    /* "special" in tokenizer.json; true for tiktoken's */
+    bool normalized; /* tokenizer.json "normalized": matched in the normalized text of the
+                        stretches between the other (raw) tokens, after them */
 };
 
 struct tok_encoding {
     char name[32];
     enum tok_pattern pattern;
     struct tok_vocab vocab;
+    struct tok_merges *merges; /* NULL for tiktoken's ranks; owned */
+    uint8_t *whole;    /* NULL: a piece whose bytes are a token is that token (tiktoken, and
+                          tokenizer.json's ignore_merges); else a bit per id, set where the
+                          merge of the token's own bytes gives the token; owned */
+    bool nfc;          /* text is NFC-normalized before pre-tokenizing (tokenizer.json) */
+    bool hf;           /* built from a tokenizer.json */
     struct tok_special_token *specials; /* owned, n_specials entries */
     size_t n_specials;
+    bool any_normalized;     /* some special token is "normalized" */
     uint32_t n_vocab;
     bool special_first[256]; /* bytes that start some special token */
     int special_lead;        /* the byte all special tokens start with, or -1 */
 };
 
+/* Recomputes special_first, special_lead and any_normalized after specials change. */
+void tok_specials_index(struct tok_encoding *enc);
+
 /* Parses a .tiktoken rank file ("<base64 bytes> <rank>" per line) into v. */
 int tok_vocab_load_tiktoken(struct tok_vocab *v, const uint8_t *data, size_t len,
                             struct fj_err *err);
+
+/* Encodes text[0..len) (valid UTF-8, no special-token handling) into sink: pre-tokenize,
+ * then each piece. The tokenizer.json loader uses it to build enc->whole. */
+int tok_encode_ordinary(const struct tok_encoding *enc, const uint8_t *text, size_t len,
+                        struct tok_sink *sink);
 
 #endif

@@ -377,8 +377,12 @@ def main(argv=None):
                                          torch.float32)
     grad_err = {k: err_report(grads[k], g32[k])["max_rel_to_max"] for k in grads}
     worst = max(grad_err, key=grad_err.get)
+    lt = TOLERANCE["logits"]
     fp32_err = {
         "logits_max_abs": err_report(logits, l32)["max_abs"],
+        "logits_fraction_of_tolerance": ((l32.double() - logits).abs()
+                                         / (lt["atol"] + lt["rtol"] * logits.abs())).max().item(),
+        "loss_rel": abs(loss.item() - loss32.item()) / abs(loss.item()),
         "loss_abs": abs(loss.item() - loss32.item()),
         "n_correct_fp32": int(c32),
         "grad_worst_rel_to_max": grad_err[worst],

@@ -150,8 +150,8 @@ static void test_merge_strategies_agree(void)
         }
         struct tok_ids a = {0}, b = {0};
         struct tok_sink sa = {&a, 0}, sb = {&b, 0};
-        CHECK(tok_bpe_merge_small(v, piece, n, &sa) == 0);
-        CHECK(tok_bpe_merge_large(v, piece, n, &sb) == 0);
+        CHECK(tok_bpe_merge_small(v, NULL, piece, n, &sa) == 0);
+        CHECK(tok_bpe_merge_large(v, NULL, piece, n, &sb) == 0);
         CHECK(a.len == b.len && memcmp(a.data, b.data, a.len * sizeof *a.data) == 0);
         tok_ids_free(&a);
         tok_ids_free(&b);
