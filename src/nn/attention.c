@@ -8,8 +8,10 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 #include "nn/nn.h"
+#include "nn/vec.h"
 
 void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq,
                           const float *k, int ldk, const float *v, int ldv, int B, int Tq,
@@ -28,20 +30,11 @@ void nn_attention_forward(float *out, int ldo, float *att, const float *q, int l
         nn_gemm(false, true, Tq, Tk, HS, scale, qh, ldq, kg, ldk, 0.0f, p, Tk);
         for (int i = 0; i < Tq; i++) {
             float *row = p + (size_t)i * Tk;
-            int last = off + i; /* the last key this query sees */
-            float max = -INFINITY;
-            for (int j = 0; j <= last; j++)
-                max = row[j] > max ? row[j] : max;
-            double sum = 0;
-            for (int j = 0; j <= last; j++) {
-                row[j] = expf(row[j] - max);
-                sum += row[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j <= last; j++)
-                row[j] *= inv;
-            for (int j = last + 1; j < Tk; j++)
-                row[j] = 0.0f;
+            size_t seen = (size_t)(off + i) + 1; /* keys 0 .. off + i */
+            float max = nn_vec_max(row, seen);
+            double sum = nn_vec_exp_sum(row, row, seen, max);
+            nn_vec_scale(row, seen, (float)(1.0 / sum));
+            memset(row + seen, 0, (Tk - seen) * sizeof(float));
         }
         /* O (Tq, HS) = P (Tq, Tk) @ V (Tk, HS) */
         nn_gemm(false, false, Tq, HS, Tk, 1.0f, p, Tk, vg, ldv, 0.0f,

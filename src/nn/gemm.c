@@ -96,12 +96,19 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     if (dweight) /* (OC, C) += (N, OC)^T @ (N, C) */
         nn_gemm(true, false, OC, C, N, 1.0f, dout, ldo, inp, C, 1.0f, dweight, C);
     if (dbias) {
+        /* column sums, a block of columns per task, walking rows in order (contiguous) */
+        enum { BLOCK = 256 };
 #pragma omp parallel for schedule(static)
-        for (int o = 0; o < OC; o++) {
-            double sum = 0;
-            for (int n = 0; n < N; n++)
-                sum += dout[(size_t)n * ldo + o];
-            dbias[o] += (float)sum;
+        for (int o0 = 0; o0 < OC; o0 += BLOCK) {
+            int width = OC - o0 < BLOCK ? OC - o0 : BLOCK;
+            double sum[BLOCK] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *row = dout + (size_t)n * ldo + o0;
+                for (int k = 0; k < width; k++)
+                    sum[k] += row[k];
+            }
+            for (int k = 0; k < width; k++)
+                dbias[o0 + k] += (float)sum[k];
         }
     }
 }

@@ -7,22 +7,18 @@
 #include <math.h>
 
 #include "nn/nn.h"
+#include "nn/vec.h"
 
 static double row_logsumexp(const float *row, int V, int *argmax)
 {
-    float max = row[0];
-    int arg = 0;
-    for (int v = 1; v < V; v++)
-        if (row[v] > max) {
-            max = row[v];
-            arg = v;
-        }
-    double sum = 0;
-    for (int v = 0; v < V; v++)
-        sum += exp((double)row[v] - max);
-    if (argmax)
+    float max = nn_vec_max(row, (size_t)V);
+    if (argmax) { /* the first maximum, as torch.argmax */
+        int arg = 0;
+        while (row[arg] != max)
+            arg++;
         *argmax = arg;
-    return max + log(sum);
+    }
+    return max + log(nn_vec_sum_exp(row, (size_t)V, max));
 }
 
 void nn_crossentropy_forward(float *losses, int64_t *n_correct, const float *logits,
@@ -59,8 +55,7 @@ void nn_crossentropy_backward(float *logits, const int32_t *targets, const float
         }
         double lse = row_logsumexp(row, V, NULL);
         float scale = dloss * w;
-        for (int v = 0; v < V; v++)
-            row[v] = scale * (float)exp((double)row[v] - lse);
+        nn_vec_scaled_exp(row, row, (size_t)V, (float)lse, scale);
         row[targets[n]] -= scale;
     }
 }
