@@ -31,3 +31,7 @@ foreach(case IN LISTS FORJA_ARCH_CASES)
                    ${FORJA_TEST_TMP}/arch/${name} ${args})
   set_tests_properties(arch_${name} PROPERTIES LABELS parity TIMEOUT 300)
 endforeach()
+
+# forja models / render / generate end to end (built-in model, reference folders, bad input).
+add_test(NAME cli_models COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_models.sh $<TARGET_FILE:forja>)
+set_tests_properties(cli_models PROPERTIES LABELS cli TIMEOUT 900)

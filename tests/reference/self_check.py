@@ -26,7 +26,6 @@ import tempfile
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -439,8 +438,7 @@ def check_peft():
     want = sorted("transformer.h.%d.%s.c_proj" % (i, w) for i in range(g.L) for w in ("attn", "mlp"))
     check("'c_proj' matches attn.c_proj and mlp.c_proj", sorted(m) == want, str(sorted(m)))
     m = rm.lora_modules(g, ["c_attn", "c_fc"])
-    ok = all(m["transformer.h.0.attn.c_attn"] == (64, 192) for _ in [0])
-    ok = ok and m["transformer.h.0.mlp.c_fc"] == (64, 256)
+    ok = m["transformer.h.0.attn.c_attn"] == (64, 192) and m["transformer.h.0.mlp.c_fc"] == (64, 256)
     m2 = rm.lora_modules(g, ["c_proj"])
     ok = ok and m2["transformer.h.1.mlp.c_proj"] == (256, 64)
     check("Conv1D in/out features from weight.shape (in, out)", ok)

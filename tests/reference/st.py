@@ -10,11 +10,10 @@ The format (https://github.com/huggingface/safetensors, "Format" section):
     rest      the byte buffer: every tensor's bytes, row-major, little-endian,
               contiguous and without gaps
 
-Supported dtypes: F64, F32, F16, BF16, I64, I32, U8, BOOL. BF16 has no numpy dtype: it is
+Supported dtypes: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL. BF16 has no numpy dtype: it is
 kept as its uint16 bit pattern. `to_bf16_bits` rounds float32 to bfloat16 the way torch's
 `tensor.to(torch.bfloat16)` does (round to nearest, ties to even; every NaN becomes
-0x7FC0, as c10's scalar conversion does), and
-`bf16_bits_to_f32` widens exactly.
+0x7FC0, as c10's scalar conversion does), and `bf16_bits_to_f32` widens exactly.
 
 read(path)  -> (dict name -> numpy array, metadata dict); BF16 tensors come back as
                float32 arrays (exact widening) unless raw_bf16=True (then uint16 bits).
@@ -77,7 +76,8 @@ def round_to(a, dtype):
     if dtype == "BF16":
         return bf16_bits_to_f32(to_bf16_bits(a))
     if dtype == "F16":
-        return a.astype(np.float16).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond the F16 range is inf, as in torch
+            return a.astype(np.float16).astype(np.float32)
     raise ValueError("round_to: unsupported dtype %r" % dtype)
 
 
