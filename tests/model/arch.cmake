@@ -35,3 +35,5 @@ endforeach()
 # forja models / render / generate end to end (built-in model, reference folders, bad input).
 add_test(NAME cli_models COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_models.sh $<TARGET_FILE:forja>)
 set_tests_properties(cli_models PROPERTIES LABELS cli TIMEOUT 900)
+
+forja_c_test(test_model_load model/test_model_load.c)

@@ -7,6 +7,7 @@ test_arch=$1
 out=$2
 shift 2
 rm -rf "$out"
+mkdir -p "$(dirname "$out")"
 /usr/bin/python3 "$(dirname "$0")/../reference/make_case.py" --out "$out" "$@" > "$out.log" 2>&1 ||
   { cat "$out.log"; exit 1; }
 "$test_arch" "$out" "$out/saved"
