@@ -55,10 +55,10 @@ static const struct {
     const char *name;
     int id;
 } STR_METHODS[] = {
-    {"upper", CHAT_M_UPPER},         {"lower", CHAT_M_LOWER},       {"strip", CHAT_M_STRIP},
-    {"title", CHAT_M_TITLE},         {"capitalize", CHAT_M_CAPITALIZE},
-    {"rstrip", CHAT_M_RSTRIP},       {"lstrip", CHAT_M_LSTRIP},     {"startswith", CHAT_M_STARTSWITH},
-    {"endswith", CHAT_M_ENDSWITH},   {"split", CHAT_M_SPLIT},       {"replace", CHAT_M_REPLACE},
+    {"upper", CHAT_M_UPPER},   {"lower", CHAT_M_LOWER},           {"strip", CHAT_M_STRIP},
+    {"title", CHAT_M_TITLE},   {"capitalize", CHAT_M_CAPITALIZE}, {"rstrip", CHAT_M_RSTRIP},
+    {"lstrip", CHAT_M_LSTRIP}, {"startswith", CHAT_M_STARTSWITH}, {"endswith", CHAT_M_ENDSWITH},
+    {"split", CHAT_M_SPLIT},   {"replace", CHAT_M_REPLACE},
 };
 
 static const struct {
@@ -69,8 +69,7 @@ static const struct {
     {"values", CHAT_M_VALUES}, {"dictsort", CHAT_M_DICTSORT},
 };
 
-static int method(struct chat_rx *rx, const struct chat_value *self, int id,
-                  struct chat_value *out)
+static int method(struct chat_rx *rx, const struct chat_value *self, int id, struct chat_value *out)
 {
     struct chat_func *f = chat_alloc(rx, sizeof *f);
     if (f == NULL)
@@ -188,8 +187,7 @@ static int starts_ends(struct chat_rx *rx, const struct chat_node *at, const str
         for (size_t i = 0; i < args[0].u.a->n; i++) {
             const struct chat_value *p = &args[0].u.a->v[i];
             if (p->k != V_STR)
-                return chat_fail(rx, at, FJ_ERR_INVALID, "%s(): the tuple must hold strings",
-                                 what);
+                return chat_fail(rx, at, FJ_ERR_INVALID, "%s(): the tuple must hold strings", what);
             if (has_prefix(s, p, suffix)) {
                 *out = chat_bool(true);
                 return 0;
@@ -261,8 +259,10 @@ static int split(struct chat_rx *rx, const struct chat_node *at, const struct ch
                 break;
             size_t w = i;
             while (i < len && chat_js_space(t, len, i) == 0)
-                i += ((unsigned char)t[i] < 0x80 ? 1 : (unsigned char)t[i] < 0xE0 ? 2
-                                                   : (unsigned char)t[i] < 0xF0 ? 3 : 4);
+                i += ((unsigned char)t[i] < 0x80   ? 1
+                      : (unsigned char)t[i] < 0xE0 ? 2
+                      : (unsigned char)t[i] < 0xF0 ? 3
+                                                   : 4);
             if (max != -1 && (double)parts.n >= max) {
                 rc = vl_push(rx, &parts, chat_str_ref(t + w, len - w));
                 break;
@@ -319,15 +319,17 @@ static int replace_str(struct chat_rx *rx, const struct chat_value *s, const str
     const char *t = s->u.s;
     size_t len = s->len;
     if (o->len == 0) {
-        for (size_t i = 0; rc == 0; ) {
+        for (size_t i = 0; rc == 0;) {
             if (remaining > 0) {
                 rc = fj_buf_append(&b, nw->u.s, nw->len);
                 remaining--;
             }
             if (i >= len || rc != 0)
                 break;
-            size_t l = (unsigned char)t[i] < 0x80 ? 1 : (unsigned char)t[i] < 0xE0 ? 2
-                       : (unsigned char)t[i] < 0xF0 ? 3 : 4;
+            size_t l = (unsigned char)t[i] < 0x80   ? 1
+                       : (unsigned char)t[i] < 0xE0 ? 2
+                       : (unsigned char)t[i] < 0xF0 ? 3
+                                                    : 4;
             rc = fj_buf_append(&b, t + i, l);
             i += l;
             if (b.len > CHAT_MAX_OUTPUT)
@@ -392,8 +394,7 @@ struct sort_ctx {
     int rc;
 };
 
-static struct chat_value attribute_of(const struct chat_value *item, const char *path,
-                                      size_t len);
+static struct chat_value attribute_of(const struct chat_value *item, const char *path, size_t len);
 
 static struct chat_value sort_key(const struct sort_ctx *c, const struct chat_value *v)
 {
@@ -503,8 +504,8 @@ static int dictsort(struct chat_rx *rx, const struct chat_node *at, const struct
     int rc = items_of(rx, m, &items);
     if (rc != 0)
         return rc;
-    struct sort_ctx c = {.rx = rx, .at = at, .case_sensitive = v[0].u.b, .reverse = v[2].u.b,
-                         .by = by_key ? 0 : 1};
+    struct sort_ctx c = {
+        .rx = rx, .at = at, .case_sensitive = v[0].u.b, .reverse = v[2].u.b, .by = by_key ? 0 : 1};
     *out = items;
     return stable_sort(&c, items.u.a->v, items.u.a->n);
 }
@@ -539,9 +540,8 @@ int chat_call_method(struct chat_rx *rx, const struct chat_node *at, const struc
         if (a == NULL)
             return nomem(rx);
         for (size_t i = 0; i < s->u.m->n; i++)
-            a->v[i] = f->id == CHAT_M_KEYS
-                          ? chat_str_ref(s->u.m->kv[i].k, s->u.m->kv[i].klen)
-                          : s->u.m->kv[i].v;
+            a->v[i] = f->id == CHAT_M_KEYS ? chat_str_ref(s->u.m->kv[i].k, s->u.m->kv[i].klen)
+                                           : s->u.m->kv[i].v;
         *out = arr_val(a);
         return 0;
     }
@@ -592,9 +592,9 @@ static int strftime_fn(struct chat_rx *rx, const struct chat_node *at, struct ch
 {
     if (n == 0 || args[0].k != V_STR)
         return chat_fail(rx, at, FJ_ERR_INVALID, "strftime_now() takes a format string");
-    static const char *const MONTHS[] = {"January", "February", "March",     "April",
-                                         "May",     "June",     "July",      "August",
-                                         "September", "October", "November", "December"};
+    static const char *const MONTHS[] = {"January",   "February", "March",    "April",
+                                         "May",       "June",     "July",     "August",
+                                         "September", "October",  "November", "December"};
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
@@ -641,8 +641,8 @@ static int namespace_fn(struct chat_rx *rx, const struct chat_node *at, struct c
         const struct chat_value *src = &args[0];
         if (chat_is_object(src)) {
             for (size_t i = 0; i < src->u.m->n && rc == 0; i++)
-                rc = chat_map_set(rx, m, src->u.m->kv[i].k, src->u.m->kv[i].klen,
-                                  src->u.m->kv[i].v);
+                rc =
+                    chat_map_set(rx, m, src->u.m->kv[i].k, src->u.m->kv[i].klen, src->u.m->kv[i].v);
         } else if (chat_is_array(src)) {
             for (size_t i = 0; i < src->u.a->n && rc == 0; i++) {
                 const struct chat_value *pair = &src->u.a->v[i];
@@ -682,7 +682,7 @@ int chat_call_global(struct chat_rx *rx, const struct chat_node *at, int id,
     case CHAT_G_RAISE: {
         struct fj_buf b = {0};
         int rc = 0;
-        if (n > 0 && args[0].k != V_UNDEF)
+        if (n > 0 && args[0].k != V_UNDEF && args[0].k != V_NULL) /* Error(undefined) */
             rc = chat_to_text(rx, at, &args[0], CHAT_STR_RAW, &b);
         if (rc != 0) {
             fj_buf_free(&b);
@@ -702,12 +702,13 @@ int chat_call_global(struct chat_rx *rx, const struct chat_node *at, int id,
     return chat_fail(rx, at, FJ_ERR_INVALID, "unknown function");
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static const char *const TESTS[] = {
-    "boolean", "callable", "odd",      "even",    "false",     "true",    "none",
-    "string",  "number",   "integer",  "iterable", "mapping",  "sequence", "lower",
-    "upper",   "defined",  "undefined", "equalto", "eq",        NULL,
+    "boolean", "callable", "odd",       "even",     "false",   "true",     "none",
+    "string",  "number",   "integer",   "iterable", "mapping", "sequence", "lower",
+    "upper",   "defined",  "undefined", "equalto",  "eq",      NULL,
 };
 
 bool chat_test_exists(const char *name, size_t len)
@@ -719,8 +720,7 @@ bool chat_test_exists(const char *name, size_t len)
 }
 
 int chat_apply_test(struct chat_rx *rx, const struct chat_node *at, const char *name, size_t len,
-                    const struct chat_value *a, const struct chat_value *b, bool has_b,
-                    bool *res)
+                    const struct chat_value *a, const struct chat_value *b, bool has_b, bool *res)
 {
     if (!chat_test_exists(name, len))
         return chat_fail(rx, at, FJ_ERR_INVALID, "unknown test '%.*s'", (int)len, name);
@@ -780,7 +780,8 @@ int chat_apply_test(struct chat_rx *rx, const struct chat_node *at, const char *
     return 0;
 }
 
-/* ---- filters ---------------------------------------------------------------------------------- */
+/* ---- filters ----------------------------------------------------------------------------------
+ */
 
 /* getAttributeValue: a dotted path through mappings and list indexes. */
 static struct chat_value attribute_of(const struct chat_value *item, const char *path, size_t len)
@@ -952,8 +953,7 @@ static int tojson_filter(struct chat_rx *rx, const struct chat_node *f, struct c
         if (found && sep.k != V_NULL) {
             if (!chat_is_array(&sep) || sep.u.a->n != 2 || sep.u.a->v[0].k != V_STR ||
                 sep.u.a->v[1].k != V_STR)
-                return chat_fail(rx, f, FJ_ERR_INVALID,
-                                 "tojson: separators must be two strings");
+                return chat_fail(rx, f, FJ_ERR_INVALID, "tojson: separators must be two strings");
             o.item_sep = sep.u.a->v[0].u.s;
             o.item_sep_len = sep.u.a->v[0].len;
             o.key_sep = sep.u.a->v[1].u.s;
@@ -1112,18 +1112,18 @@ static int select_filter(struct chat_rx *rx, const struct chat_node *f, struct c
     const struct chat_array *a = v->u.a;
     for (size_t i = 0; i < a->n; i++)
         if (!chat_is_attr_container(&a->v[i]))
-            return chat_fail(rx, f, FJ_ERR_INVALID, "%.*s can only be applied to a list of mappings",
-                             (int)f->len, f->s);
+            return chat_fail(rx, f, FJ_ERR_INVALID,
+                             "%.*s can only be applied to a list of mappings", (int)f->len, f->s);
     for (size_t i = 0; i < f->l1.n; i++)
         if (f->l1.v[i]->kind != NK_STR)
             return chat_fail(rx, f, FJ_ERR_INVALID, "the arguments of %.*s must be strings",
                              (int)f->len, f->s);
     if (f->l1.n == 0)
-        return chat_fail(rx, f, FJ_ERR_INVALID, "%.*s needs an attribute name", (int)f->len,
-                         f->s);
+        return chat_fail(rx, f, FJ_ERR_INVALID, "%.*s needs an attribute name", (int)f->len, f->s);
     const struct chat_node *attr = f->l1.v[0];
     const struct chat_node *test = f->l1.n > 1 ? f->l1.v[1] : NULL;
-    struct chat_value val = f->l1.n > 2 ? chat_str_ref(f->l1.v[2]->s, f->l1.v[2]->len) : chat_undef();
+    struct chat_value val =
+        f->l1.n > 2 ? chat_str_ref(f->l1.v[2]->s, f->l1.v[2]->len) : chat_undef();
     (void)env;
     if (test != NULL && !chat_test_exists(test->s, test->len))
         return chat_fail(rx, f, FJ_ERR_INVALID, "unknown test '%.*s'", (int)test->len, test->s);
@@ -1170,8 +1170,8 @@ static int call_filter(struct chat_rx *rx, const struct chat_node *f, struct cha
         bool is_int = name_is(n, len, "int");
         if ((rc = chat_eval_args(rx, &f->l1, env, &pos, &np, &kw)) != 0)
             return rc;
-        struct chat_value dflt = arg_or(pos, np, 0, kw, "default",
-                                        is_int ? chat_int(0) : chat_float(0));
+        struct chat_value dflt =
+            arg_or(pos, np, 0, kw, "default", is_int ? chat_int(0) : chat_float(0));
         if (v->k == V_STR) {
             double x = is_int ? chat_parse_int(v->u.s, v->len) : chat_parse_float(v->u.s, v->len);
             *out = isnan(x) ? dflt : is_int ? chat_int(x) : chat_float(x);
@@ -1216,8 +1216,8 @@ static int call_filter(struct chat_rx *rx, const struct chat_node *f, struct cha
             if (attr.k != V_STR && attr.k != V_INT && attr.k != V_NULL)
                 return chat_fail(rx, f, FJ_ERR_INVALID,
                                  "sort: attribute must be a string, an integer or none");
-            struct sort_ctx c = {.rx = rx, .at = f, .case_sensitive = cs.u.b,
-                                 .reverse = rev.u.b, .by = -1};
+            struct sort_ctx c = {
+                .rx = rx, .at = f, .case_sensitive = cs.u.b, .reverse = rev.u.b, .by = -1};
             if (attr.k != V_NULL) {
                 struct fj_buf b = {0};
                 struct chat_value s;
@@ -1237,8 +1237,7 @@ static int call_filter(struct chat_rx *rx, const struct chat_node *f, struct cha
             bool found;
             struct chat_value attr = kwarg(kw, "attribute", &found);
             if (!found)
-                return chat_fail(rx, f, FJ_ERR_INVALID,
-                                 "unsupported: map without attribute=");
+                return chat_fail(rx, f, FJ_ERR_INVALID, "unsupported: map without attribute=");
             if (attr.k != V_STR)
                 return chat_fail(rx, f, FJ_ERR_INVALID, "map: attribute must be a string");
             bool has_dflt;

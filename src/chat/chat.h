@@ -21,7 +21,7 @@
  *
  * Limits: a template is at most 1 MiB; expressions nest at most 100 deep; a render runs at
  * most 20 million evaluation steps and 64 nested macro calls, writes at most 64 MiB and
- * uses at most 512 MiB of scratch memory. Going past one fails with FJ_ERR_RANGE, so a
+ * uses at most 256 MiB of scratch memory. Going past one fails with FJ_ERR_RANGE, so a
  * hostile template can neither crash nor hang the process.
  */
 #ifndef FJ_CHAT_CHAT_H

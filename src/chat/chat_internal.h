@@ -25,14 +25,14 @@
 
 /* ---- limits (see chat.h) ---------------------------------------------------------------- */
 
-#define CHAT_MAX_SOURCE (1u << 20)
+#define CHAT_MAX_SOURCE      (1u << 20)
 #define CHAT_MAX_PARSE_DEPTH 100
-#define CHAT_MAX_EVAL_DEPTH 600
-#define CHAT_MAX_CALL_DEPTH 64
-#define CHAT_MAX_STEPS 20000000u
-#define CHAT_MAX_OUTPUT ((size_t)64 << 20)
-#define CHAT_MAX_MEMORY ((size_t)512 << 20)
-#define CHAT_MAX_RANGE 1000000u /* elements range() may produce */
+#define CHAT_MAX_EVAL_DEPTH  600
+#define CHAT_MAX_CALL_DEPTH  64
+#define CHAT_MAX_STEPS       20000000u
+#define CHAT_MAX_OUTPUT      ((size_t)64 << 20)
+#define CHAT_MAX_MEMORY      ((size_t)256 << 20)
+#define CHAT_MAX_RANGE       1000000u /* elements range() may produce */
 
 /* ---- scratch memory ---------------------------------------------------------------------- */
 
@@ -104,28 +104,28 @@ enum chat_nk {
     NK_STR,
     NK_INT,
     NK_FLOAT,
-    NK_ARRAY,   /* l1 elements */
-    NK_TUPLE,   /* l1 elements */
-    NK_OBJECT,  /* l1 keys, l2 values */
-    NK_IDENT,   /* s */
-    NK_MEMBER,  /* a object, b property, flag: computed ([...]) */
-    NK_SLICE,   /* a start, b stop, c step (NULL: omitted) */
-    NK_CALL,    /* a callee, l1 arguments */
-    NK_KWARG,   /* s name, a value */
-    NK_SPREAD,  /* *a */
+    NK_ARRAY,    /* l1 elements */
+    NK_TUPLE,    /* l1 elements */
+    NK_OBJECT,   /* l1 keys, l2 values */
+    NK_IDENT,    /* s */
+    NK_MEMBER,   /* a object, b property, flag: computed ([...]) */
+    NK_SLICE,    /* a start, b stop, c step (NULL: omitted) */
+    NK_CALL,     /* a callee, l1 arguments */
+    NK_KWARG,    /* s name, a value */
+    NK_SPREAD,   /* *a */
     NK_KWSPREAD, /* **a */
-    NK_UNARY,   /* op, a */
-    NK_BINARY,  /* op, a, b */
-    NK_FILTER,  /* a operand, s name, flag: called with (l1) */
-    NK_TEST,    /* a operand, s name, flag: negated */
-    NK_SELECT,  /* a if b (no else) */
-    NK_TERNARY, /* b if a else c */
+    NK_UNARY,    /* op, a */
+    NK_BINARY,   /* op, a, b */
+    NK_FILTER,   /* a operand, s name, flag: called with (l1) */
+    NK_TEST,     /* a operand, s name, flag: negated */
+    NK_SELECT,   /* a if b (no else) */
+    NK_TERNARY,  /* b if a else c */
     /* statements */
-    NK_IF,      /* a test, l1 body, l2 else */
-    NK_FOR,     /* a target, b iterable, l1 body, l2 else */
-    NK_SET,     /* a target, b value or NULL for a block set with body l1 */
-    NK_MACRO,   /* s name, l1 parameters, l2 body, flag: CHAT_USES_* */
-    NK_CALLBLOCK, /* a call (NK_CALL), l1 caller parameters, l2 body, flag: CHAT_USES_* */
+    NK_IF,          /* a test, l1 body, l2 else */
+    NK_FOR,         /* a target, b iterable, l1 body, l2 else */
+    NK_SET,         /* a target, b value or NULL for a block set with body l1 */
+    NK_MACRO,       /* s name, l1 parameters, l2 body, flag: CHAT_USES_* */
+    NK_CALLBLOCK,   /* a call (NK_CALL), l1 caller parameters, l2 body, flag: CHAT_USES_* */
     NK_FILTERBLOCK, /* a filter (NK_FILTER without operand), l1 body */
     NK_BREAK,
     NK_CONTINUE,
@@ -297,7 +297,8 @@ struct chat_rx {
     int depth; /* evaluation recursion */
     int calls; /* macro calls in progress */
     struct chat_scope *root;
-    struct chat_value fn_namespace; /* every scope's own `namespace` */
+    struct chat_value fn_namespace;  /* every scope's own `namespace` */
+    const struct chat_node *ctrl_at; /* the break or continue travelling */
 };
 
 /* Control flow besides errors (negative): a break or continue travelling to its loop. */
@@ -376,7 +377,8 @@ bool chat_truthy(const struct chat_value *v);
 
 /* JavaScript text conversions. mode CHAT_STR_RUNTIME is RuntimeValue.toString() (what
  * {{ }} prints), CHAT_STR_RAW is String(value.value) (what ~ and + use), CHAT_STR_JOIN is an
- * element of Array.prototype.join (null and undefined give ""). */
+ * element of Array.prototype.join (null and undefined give ""). none's value is undefined in
+ * @huggingface/jinja (NullValue is built without one), so it reads "undefined". */
 enum chat_str_mode { CHAT_STR_RUNTIME, CHAT_STR_RAW, CHAT_STR_JOIN };
 int chat_to_text(struct chat_rx *rx, const struct chat_node *at, const struct chat_value *v,
                  enum chat_str_mode mode, struct fj_buf *out);
@@ -442,8 +444,7 @@ int chat_member(struct chat_rx *rx, const struct chat_node *at, const struct cha
 int chat_apply_filter(struct chat_rx *rx, const struct chat_node *f, struct chat_value *operand,
                       struct chat_scope *env, struct chat_value *out);
 int chat_apply_test(struct chat_rx *rx, const struct chat_node *at, const char *name, size_t len,
-                    const struct chat_value *a, const struct chat_value *b, bool has_b,
-                    bool *res);
+                    const struct chat_value *a, const struct chat_value *b, bool has_b, bool *res);
 bool chat_test_exists(const char *name, size_t len);
 int chat_call_global(struct chat_rx *rx, const struct chat_node *at, int id,
                      struct chat_value *args, size_t n, struct chat_value *out);

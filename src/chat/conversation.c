@@ -55,7 +55,8 @@ static json_t *normalize(const json_t *messages, struct fj_err *err)
     }
     size_t i;
     json_t *m;
-    json_array_foreach(messages, i, m) {
+    json_array_foreach(messages, i, m)
+    {
         if (!json_is_object(m)) {
             fj_err_set(err, FJ_ERR_INVALID, "chat: message %zu is not an object", i);
             json_decref(out);
@@ -68,7 +69,8 @@ static json_t *normalize(const json_t *messages, struct fj_err *err)
             size_t k;
             json_t *part;
             int rc = 0;
-            json_array_foreach(content, k, part) {
+            json_array_foreach(content, k, part)
+            {
                 const char *type = json_string_value(json_object_get(part, "type"));
                 json_t *t = json_object_get(part, "text");
                 if (!json_is_object(part) || type == NULL || strcmp(type, "text") != 0 ||
@@ -113,8 +115,7 @@ static json_t *normalize(const json_t *messages, struct fj_err *err)
 
 /* R(k, g): the template with messages[0..k) and add_generation_prompt g. */
 static int render_prefix(const struct chat_template *t, const json_t *messages, size_t k, int gen,
-                         const char *bos, const char *eos, struct fj_buf *out,
-                         struct fj_err *err)
+                         const char *bos, const char *eos, struct fj_buf *out, struct fj_err *err)
 {
     json_t *ctx = json_object();
     json_t *sub = json_array();

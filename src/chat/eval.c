@@ -371,7 +371,9 @@ static int eval_slice(struct chat_rx *rx, const struct chat_node *n, const struc
             return rc;
         if (part[i].k != V_INT && part[i].k != V_UNDEF)
             return chat_fail(rx, n, FJ_ERR_INVALID, "a slice's %s must be an integer, not a %s",
-                             i == 0 ? "start" : i == 1 ? "stop" : "step",
+                             i == 0   ? "start"
+                             : i == 1 ? "stop"
+                                      : "step",
                              chat_kind_name(part[i].k));
     }
     /* the elements: array values, or a string's code points */
@@ -590,6 +592,55 @@ static bool bytes_contain(const char *h, size_t hn, const char *nd, size_t nn)
     return memmem(h, hn, nd, nn) != NULL;
 }
 
+/* a ** b. JavaScript's pow (V8's fdlibm port) rounds differently from the C library's in the
+ * last place for fractional powers, so forja computes only results that are exact: integer
+ * powers that stay within 2^53, and negative powers of powers of two; anything else is
+ * refused rather than risk a different last digit. */
+static int eval_pow(struct chat_rx *rx, const struct chat_node *n, const struct chat_value *l,
+                    const struct chat_value *r, struct chat_value *out)
+{
+    double a = numeric_of(l), b = numeric_of(r);
+    if (a == 0 && b < 0)
+        return chat_fail(rx, n, FJ_ERR_INVALID, "0.0 cannot be raised to a negative power");
+    bool flt = l->k == V_FLOAT || r->k == V_FLOAT || b < 0;
+    if (b == 0 && isfinite(a)) {
+        *out = flt ? chat_float(1) : chat_int(1);
+        return 0;
+    }
+    if (!isfinite(a) || !isfinite(b) || floor(a) != a || floor(b) != b)
+        return chat_fail(rx, n, FJ_ERR_INVALID,
+                         "unsupported: '**' with a fractional or non-finite operand");
+    double res = 1;
+    int e;
+    double m = frexp(fabs(a), &e);
+    if (a == 0 || a == 1) {
+        res = a;
+    } else if (a == -1) {
+        res = fmod(b, 2) == 0 ? 1 : -1;
+    } else if (m == 0.5) { /* a power of two: exact at any exponent that stays finite */
+        double x = (e - 1) * b;
+        if (x > 1023 || x < -1074)
+            return chat_fail(rx, n, FJ_ERR_INVALID, "'**' gives no finite real number");
+        res = ldexp(1, (int)x);
+        if (a < 0 && fmod(b, 2) != 0)
+            res = -res;
+    } else if (b > 0) {
+        for (double k = 0; k < b; k++) {
+            res *= a;
+            if (fabs(res) > 9007199254740992.0)
+                return chat_fail(rx, n, FJ_ERR_INVALID,
+                                 "unsupported: '**' with a result beyond 2^53 (not a power of "
+                                 "two)");
+        }
+    } else {
+        return chat_fail(rx, n, FJ_ERR_INVALID,
+                         "unsupported: '**' with a negative power of a number other than a "
+                         "power of two");
+    }
+    *out = flt ? chat_float(res) : chat_int(res);
+    return 0;
+}
+
 static int eval_binary(struct chat_rx *rx, const struct chat_node *n, struct chat_scope *env,
                        struct chat_value *out)
 {
@@ -626,16 +677,8 @@ static int eval_binary(struct chat_rx *rx, const struct chat_node *n, struct cha
         return chat_fail(rx, n, FJ_ERR_INVALID, "cannot apply '%s' to none", op_name(op));
     if (op == OP_CONCAT)
         return concat_raw(rx, n, &l, &r, out);
-    if (op == OP_POW && numeric_like(&l) && numeric_like(&r)) {
-        double a = numeric_of(&l), b = numeric_of(&r);
-        if (a == 0 && b < 0)
-            return chat_fail(rx, n, FJ_ERR_INVALID, "0.0 cannot be raised to a negative power");
-        double res = pow(a, b);
-        if (!isfinite(res))
-            return chat_fail(rx, n, FJ_ERR_INVALID, "'**' gives no finite real number");
-        *out = l.k == V_FLOAT || r.k == V_FLOAT || b < 0 ? chat_float(res) : chat_int(res);
-        return 0;
-    }
+    if (op == OP_POW && numeric_like(&l) && numeric_like(&r))
+        return eval_pow(rx, n, &l, &r, out);
     if (chat_is_num(&l) && chat_is_num(&r)) {
         double a = l.u.n, b = r.u.n;
         bool flt = l.k == V_FLOAT || r.k == V_FLOAT;
@@ -800,9 +843,7 @@ static int eval_any(struct chat_rx *rx, const struct chat_node *n, struct chat_s
     case NK_KWARG:
     case NK_SPREAD:
     case NK_KWSPREAD:
-    case NK_SLICE:
-        rc = chat_fail(rx, n, FJ_ERR_INVALID, "unexpected argument syntax here");
-        break;
+    case NK_SLICE: rc = chat_fail(rx, n, FJ_ERR_INVALID, "unexpected argument syntax here"); break;
     default: rc = chat_fail(rx, n, FJ_ERR_INVALID, "a statement where a value was expected"); break;
     }
     rx->depth--;
@@ -896,8 +937,7 @@ static int exec_for(struct chat_rx *rx, const struct chat_node *n, struct chat_s
             keys->v[i] = chat_str_ref(it.u.m->kv[i].k, it.u.m->kv[i].klen);
         src = keys;
     } else {
-        return chat_fail(rx, n->b, FJ_ERR_INVALID, "cannot loop over a %s",
-                         chat_kind_name(it.k));
+        return chat_fail(rx, n->b, FJ_ERR_INVALID, "cannot loop over a %s", chat_kind_name(it.k));
     }
     struct chat_value *items = chat_alloc(rx, (src->n + 1) * sizeof *items);
     if (items == NULL)
@@ -1045,8 +1085,8 @@ static int exec_stmt(struct chat_rx *rx, const struct chat_node *n, struct chat_
             return jsundef_fail(rx, n);
         return emit_value(rx, n, &v);
     }
-    case NK_BREAK: return CHAT_BREAK;
-    case NK_CONTINUE: return CHAT_CONTINUE;
+    case NK_BREAK: rx->ctrl_at = n; return CHAT_BREAK;
+    case NK_CONTINUE: rx->ctrl_at = n; return CHAT_CONTINUE;
     default:
         if ((rc = chat_eval(rx, n, env, &v)) != 0)
             return rc;
@@ -1191,7 +1231,7 @@ int chat_template_render(const struct chat_template *t, const json_t *ctx, struc
     if (rc == 0)
         rc = exec_block(&rx, &t->program, rx.root);
     if (rc > 0)
-        rc = chat_fail(&rx, NULL, FJ_ERR_INVALID, "%s outside of a loop",
+        rc = chat_fail(&rx, rx.ctrl_at, FJ_ERR_INVALID, "%s outside of a loop",
                        rc == CHAT_BREAK ? "break" : "continue");
     if (rc != 0)
         truncate_out(out, start);

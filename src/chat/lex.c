@@ -42,11 +42,11 @@ void chat_where(const char *src, size_t len, uint32_t pos, char *buf, size_t cap
     snprintf(buf, cap, "chat template %zu:%zu: ", line, col);
 }
 
-static int lex_fail(const char *src, size_t len, uint32_t pos, struct fj_err *err,
-                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int lex_fail(const char *src, size_t len, uint32_t pos, struct fj_err *err, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
 
-static int lex_fail(const char *src, size_t len, uint32_t pos, struct fj_err *err,
-                    const char *fmt, ...)
+static int lex_fail(const char *src, size_t len, uint32_t pos, struct fj_err *err, const char *fmt,
+                    ...)
 {
     char where[64], msg[400];
     chat_where(src, len, pos, where, sizeof where);
@@ -467,8 +467,8 @@ static int lex_string(struct lexer *lx, char quote, size_t start)
         lx->i += (size_t)nd;
         uint32_t lo;
         if (cp >= 0xD800 && cp <= 0xDBFF && lx->i + 6 <= lx->n && lx->s[lx->i] == '\\' &&
-            lx->s[lx->i + 1] == 'u' && parse_hex(lx->s, lx->n, lx->i + 2, 4, &lo) &&
-            lo >= 0xDC00 && lo <= 0xDFFF) {
+            lx->s[lx->i + 1] == 'u' && parse_hex(lx->s, lx->n, lx->i + 2, 4, &lo) && lo >= 0xDC00 &&
+            lo <= 0xDFFF) {
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             lx->i += 6;
         }
@@ -518,10 +518,9 @@ static int lex_tokens(struct lexer *lx)
         enum chat_tk last = last_type(lx, &none);
         if (none || last == TK_CLOSE_STMT || last == TK_CLOSE_EXPR || last == TK_COMMENT) {
             size_t b = lx->i;
-            while (lx->i < lx->n &&
-                   !(lx->s[lx->i] == '{' && lx->i + 1 < lx->n &&
-                     (lx->s[lx->i + 1] == '%' || lx->s[lx->i + 1] == '{' ||
-                      lx->s[lx->i + 1] == '#')))
+            while (lx->i < lx->n && !(lx->s[lx->i] == '{' && lx->i + 1 < lx->n &&
+                                      (lx->s[lx->i + 1] == '%' || lx->s[lx->i + 1] == '{' ||
+                                       lx->s[lx->i + 1] == '#')))
                 lx->i++;
             if (lx->i > b) {
                 if ((rc = lx_push(lx, TK_TEXT, lx->s + b, lx->i - b, b)) != 0)
@@ -697,7 +696,13 @@ int chat_lex(const char *src, size_t len, struct chat_arena *arena, struct chat_
     memcpy(pos, p.pos, (p.len + 1) * sizeof *pos);
     size_t n = p.len;
     pp_free(&p);
-    struct lexer lx = {.src = src, .src_len = len, .s = s, .pos = pos, .n = n, .arena = arena,
-                       .out = out, .err = err};
+    struct lexer lx = {.src = src,
+                       .src_len = len,
+                       .s = s,
+                       .pos = pos,
+                       .n = n,
+                       .arena = arena,
+                       .out = out,
+                       .err = err};
     return lex_tokens(&lx);
 }

@@ -170,8 +170,7 @@ static int list_push(struct parser *p, struct chat_list *l, size_t *cap, struct 
 static int enter(struct parser *p)
 {
     if (++p->depth > CHAT_MAX_PARSE_DEPTH)
-        return p_fail(p, here(p), FJ_ERR_RANGE, "nested more than %d deep",
-                      CHAT_MAX_PARSE_DEPTH);
+        return p_fail(p, here(p), FJ_ERR_RANGE, "nested more than %d deep", CHAT_MAX_PARSE_DEPTH);
     return 0;
 }
 
@@ -437,8 +436,7 @@ static struct chat_node *parse_statement(struct parser *p)
             return NULL;
         n->a->a = callee;
         if (parse_args(p, false, &n->a->l1) != 0 || expect(p, TK_CLOSE_STMT, "") != 0 ||
-            parse_body(p, W_ENDCALL, "{% endcall %}", &n->l2) != 0 ||
-            parse_end(p, "endcall") != 0)
+            parse_body(p, W_ENDCALL, "{% endcall %}", &n->l2) != 0 || parse_end(p, "endcall") != 0)
             return NULL;
         n->flag = body_special_args(&n->l2);
         return n;
@@ -482,18 +480,14 @@ static struct chat_node *parse_any(struct parser *p)
             n->len = t->len;
         }
         break;
-    case TK_OPEN_STMT:
-        n = parse_statement(p);
-        break;
+    case TK_OPEN_STMT: n = parse_statement(p); break;
     case TK_OPEN_EXPR:
         p->cur++;
         n = parse_expression(p);
         if (n != NULL && expect(p, TK_CLOSE_EXPR, " to end the expression") != 0)
             n = NULL;
         break;
-    default:
-        p_fail(p, t->pos, FJ_ERR_FORMAT, "unexpected %s", tk_name(t->type));
-        break;
+    default: p_fail(p, t->pos, FJ_ERR_FORMAT, "unexpected %s", tk_name(t->type)); break;
     }
     p->depth--;
     return n;
@@ -660,10 +654,10 @@ static struct chat_node *parse_multiplicative(struct parser *p)
     struct chat_node *l = parse_power(p);
     while (l != NULL && is(p, TK_MUL)) {
         const struct chat_token *t = &p->t[p->cur++];
-        enum chat_op op = t->s[0] == '*'                   ? OP_MUL
-                          : t->s[0] == '%'                 ? OP_MOD
-                          : t->len == 2                    ? OP_FLOORDIV
-                                                           : OP_DIV;
+        enum chat_op op = t->s[0] == '*'   ? OP_MUL
+                          : t->s[0] == '%' ? OP_MOD
+                          : t->len == 2    ? OP_FLOORDIV
+                                           : OP_DIV;
         l = binary(p, op, t->pos, l, parse_power(p));
     }
     return l;
@@ -835,8 +829,7 @@ static int parse_args(struct parser *p, bool params, struct chat_list *out)
             }
             if (params) {
                 if (arg->kind != NK_IDENT && arg->kind != NK_KWARG)
-                    return p_fail(p, arg->pos, FJ_ERR_FORMAT,
-                                  "expected a name for a parameter");
+                    return p_fail(p, arg->pos, FJ_ERR_FORMAT, "expected a name for a parameter");
                 for (size_t i = 0; i < out->n; i++)
                     if (out->v[i]->len == arg->len && memcmp(out->v[i]->s, arg->s, arg->len) == 0)
                         return p_fail(p, arg->pos, FJ_ERR_FORMAT, "duplicate parameter '%.*s'",
@@ -1045,8 +1038,8 @@ static struct chat_node *parse_primary(struct parser *p)
 int chat_parse(const struct chat_tokens_vec *toks, const char *src, size_t len,
                struct chat_arena *arena, struct chat_list *program, struct fj_err *err)
 {
-    struct parser p = {.t = toks->v, .n = toks->n, .src = src, .src_len = len, .arena = arena,
-                       .err = err};
+    struct parser p = {
+        .t = toks->v, .n = toks->n, .src = src, .src_len = len, .arena = arena, .err = err};
     size_t cap = 0;
     memset(program, 0, sizeof *program);
     while (p.cur < p.n) {

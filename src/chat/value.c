@@ -237,9 +237,7 @@ static int from_json(struct chat_rx *rx, const json_t *j, struct chat_value *out
         *out = isfinite(d) && floor(d) == d ? chat_int(d) : chat_float(d);
         return 0;
     }
-    case JSON_STRING:
-        *out = chat_str_ref(json_string_value(j), json_string_length(j));
-        return 0;
+    case JSON_STRING: *out = chat_str_ref(json_string_value(j), json_string_length(j)); return 0;
     case JSON_ARRAY: {
         size_t n = json_array_size(j);
         struct chat_array *a = chat_array_new(rx, n);
@@ -263,7 +261,8 @@ static int from_json(struct chat_rx *rx, const json_t *j, struct chat_value *out
         json_t *val;
         /* integer-like keys first, ascending (insertion sort: they are few) */
         size_t n_int = 0;
-        json_object_foreach((json_t *)j, key, val) {
+        json_object_foreach((json_t *)j, key, val)
+        {
             double idx, other;
             size_t klen = strlen(key);
             if (!array_index_key(key, klen, &idx))
@@ -282,7 +281,8 @@ static int from_json(struct chat_rx *rx, const json_t *j, struct chat_value *out
             n_int++;
             m->n = n_int;
         }
-        json_object_foreach((json_t *)j, key, val) {
+        json_object_foreach((json_t *)j, key, val)
+        {
             double idx;
             size_t klen = strlen(key);
             if (array_index_key(key, klen, &idx))
@@ -619,13 +619,14 @@ int chat_to_text(struct chat_rx *rx, const struct chat_node *at, const struct ch
     int rc = 0;
     switch (v->k) {
     case V_STR: rc = fj_buf_append(out, v->u.s, v->len); break;
-    case V_BOOL: rc = v->u.b ? fj_buf_append(out, "true", 4) : fj_buf_append(out, "false", 5); break;
-    case V_INT: rc = chat_js_number(v->u.n, out); break;
-    case V_FLOAT: rc = mode == CHAT_STR_RUNTIME ? float_text(v->u.n, out) : chat_js_number(v->u.n, out); break;
-    case V_NULL:
-        if (mode != CHAT_STR_JOIN)
-            rc = fj_buf_append(out, "null", 4);
+    case V_BOOL:
+        rc = v->u.b ? fj_buf_append(out, "true", 4) : fj_buf_append(out, "false", 5);
         break;
+    case V_INT: rc = chat_js_number(v->u.n, out); break;
+    case V_FLOAT:
+        rc = mode == CHAT_STR_RUNTIME ? float_text(v->u.n, out) : chat_js_number(v->u.n, out);
+        break;
+    case V_NULL: /* NullValue's value is undefined (its constructor's default) */
     case V_UNDEF:
         if (mode != CHAT_STR_JOIN)
             rc = fj_buf_append(out, "undefined", 9);
@@ -666,8 +667,7 @@ int chat_to_text(struct chat_rx *rx, const struct chat_node *at, const struct ch
     if (rc != 0)
         return fj_err_set(rx->err, FJ_ERR_NOMEM, "chat template: out of memory");
     if (out->len > CHAT_MAX_OUTPUT)
-        return chat_fail(rx, at, FJ_ERR_RANGE, "text longer than %zu MiB",
-                         CHAT_MAX_OUTPUT >> 20);
+        return chat_fail(rx, at, FJ_ERR_RANGE, "text longer than %zu MiB", CHAT_MAX_OUTPUT >> 20);
     return 0;
 }
 
@@ -765,7 +765,9 @@ int chat_to_json(struct chat_rx *rx, const struct chat_node *at, const struct ch
     case V_FLOAT:
         rc = isfinite(v->u.n) ? chat_js_number(v->u.n, out) : fj_buf_append(out, "null", 4);
         break;
-    case V_BOOL: rc = v->u.b ? fj_buf_append(out, "true", 4) : fj_buf_append(out, "false", 5); break;
+    case V_BOOL:
+        rc = v->u.b ? fj_buf_append(out, "true", 4) : fj_buf_append(out, "false", 5);
+        break;
     case V_STR: rc = json_quote(v->u.s, v->len, o->ensure_ascii, out); break;
     case V_ARRAY: {
         const struct chat_array *a = v->u.a;
@@ -838,8 +840,8 @@ static int raw_of(struct chat_rx *rx, const struct chat_node *at, const struct c
     memset(j, 0, sizeof *j);
     j->v = v;
     switch (v->k) {
-    case V_UNDEF: j->t = JS_UNDEF; break;
-    case V_NULL: j->t = JS_NULL; break;
+    case V_UNDEF:
+    case V_NULL: j->t = JS_UNDEF; break; /* NullValue's value is undefined */
     case V_BOOL:
         j->t = JS_BOOL;
         j->n = v->u.b;
@@ -971,7 +973,7 @@ bool chat_strict_eq(const struct chat_value *a, const struct chat_value *b)
     case V_STR: return b->k == V_STR && a->len == b->len && memcmp(a->u.s, b->u.s, a->len) == 0;
     case V_BOOL: return b->k == V_BOOL && a->u.b == b->u.b;
     case V_NULL:
-    case V_UNDEF: return b->k == a->k;
+    case V_UNDEF: return b->k == V_NULL || b->k == V_UNDEF; /* both hold undefined */
     case V_ARRAY:
     case V_TUPLE: return chat_is_array(b) && a->u.a == b->u.a;
     case V_OBJECT:
@@ -1009,8 +1011,8 @@ int chat_compare(struct chat_rx *rx, const struct chat_node *at, const struct ch
             *res = 0;
             return 0;
         }
-        return chat_fail(rx, at, FJ_ERR_INVALID, "cannot compare %s with %s",
-                         chat_kind_name(a->k), chat_kind_name(b->k));
+        return chat_fail(rx, at, FJ_ERR_INVALID, "cannot compare %s with %s", chat_kind_name(a->k),
+                         chat_kind_name(b->k));
     }
     if (numeric_like(a) && numeric_like(b)) {
         double x = numeric_of(a), y = numeric_of(b);
@@ -1018,8 +1020,8 @@ int chat_compare(struct chat_rx *rx, const struct chat_node *at, const struct ch
         return 0;
     }
     if (type_class(a->k) != type_class(b->k))
-        return chat_fail(rx, at, FJ_ERR_INVALID, "cannot compare %s with %s",
-                         chat_kind_name(a->k), chat_kind_name(b->k));
+        return chat_fail(rx, at, FJ_ERR_INVALID, "cannot compare %s with %s", chat_kind_name(a->k),
+                         chat_kind_name(b->k));
     if (a->k != V_STR)
         return chat_fail(rx, at, FJ_ERR_INVALID, "cannot compare values of type %s",
                          chat_kind_name(a->k));

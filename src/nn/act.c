@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include "nn/nn.h"
+#include "nn/par.h"
 #include "nn/vec.h"
 
 #define NN_SQRT_2_OVER_PI 0.7978845608028654f
@@ -52,7 +53,7 @@ static NN_VEC_CLONES void swiglu_rows(float *out, const float *hidden, size_t r0
 
 void nn_swiglu_forward(float *out, const float *hidden, int N, int FF)
 {
-#pragma omp parallel
+#pragma omp parallel NN_PAR_IF((double)N * FF)
     {
         size_t b, e;
         thread_share((size_t)N, &b, &e);
@@ -86,7 +87,7 @@ static NN_VEC_CLONES void swiglu_back_rows(float *dhidden, const float *dout,
 
 void nn_swiglu_backward(float *dhidden, const float *dout, const float *hidden, int N, int FF)
 {
-#pragma omp parallel
+#pragma omp parallel NN_PAR_IF((double)N * FF)
     {
         size_t b, e;
         thread_share((size_t)N, &b, &e);
@@ -131,7 +132,7 @@ static NN_VEC_CLONES void gelu_tanh_back_range(float *dinp, const float *dout, c
 
 void nn_gelu_forward(float *out, const float *inp, size_t n, bool tanh_approx)
 {
-#pragma omp parallel
+#pragma omp parallel NN_PAR_IF(n)
     {
         size_t b, e;
         thread_share(n, &b, &e);
@@ -146,7 +147,7 @@ void nn_gelu_forward(float *out, const float *inp, size_t n, bool tanh_approx)
 void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n,
                       bool tanh_approx)
 {
-#pragma omp parallel
+#pragma omp parallel NN_PAR_IF(n)
     {
         size_t b, e;
         thread_share(n, &b, &e);

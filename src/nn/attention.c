@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "nn/nn.h"
+#include "nn/par.h"
 #include "nn/vec.h"
 
 void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq,
@@ -19,7 +20,7 @@ void nn_attention_forward(float *out, int ldo, float *att, const float *q, int l
 {
     int group = NH / NKV, off = Tk - Tq;
     float scale = 1.0f / sqrtf((float)HS);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) NN_PAR_IF((double)B * NH * Tq * Tk * HS)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, g = h / group;
         const float *qh = q + (size_t)b * Tq * ldq + (size_t)h * HS;
@@ -51,7 +52,7 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, i
     float scale = 1.0f / sqrtf((float)HS);
     /* One (b, kv head) per task: the query heads of a group all add into the same dK, dV,
      * so they stay on one thread. */
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) NN_PAR_IF((double)B * NH * T * T * HS)
     for (int bg = 0; bg < B * NKV; bg++) {
         int b = bg / NKV, g = bg % NKV;
         float *dp = scratch + (size_t)omp_get_thread_num() * T * T;

@@ -5,6 +5,7 @@
  * threads. The caller derives a fresh seed per step and per layer from its own RNG state.
  */
 #include "nn/nn.h"
+#include "nn/par.h"
 
 static inline uint64_t splitmix64(uint64_t x)
 {
@@ -23,7 +24,7 @@ static inline float dropout_uniform(uint64_t seed, size_t i)
 void nn_dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed)
 {
     float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF(n)
     for (size_t i = 0; i < n; i++)
         out[i] = dropout_uniform(seed, i) >= p ? inp[i] * scale : 0.0f;
 }
@@ -31,7 +32,7 @@ void nn_dropout_forward(float *out, const float *inp, size_t n, float p, uint64_
 void nn_dropout_backward(float *dinp, const float *dout, size_t n, float p, uint64_t seed)
 {
     float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF(n)
     for (size_t i = 0; i < n; i++)
         if (dropout_uniform(seed, i) >= p)
             dinp[i] += dout[i] * scale;

@@ -1,10 +1,11 @@
 /* embed.c - token (and learned position) embeddings, and elementwise residual sums. */
 #include "nn/nn.h"
+#include "nn/par.h"
 
 void nn_embedding_forward(float *out, const int32_t *tokens, const int32_t *pos,
                           const float *wte, const float *wpe, int N, int C)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
     for (int n = 0; n < N; n++) {
         const float *e = wte + (size_t)tokens[n] * C;
         float *y = out + (size_t)n * C;
@@ -41,14 +42,14 @@ void nn_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
 
 void nn_add(float *out, const float *a, const float *b, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF(n)
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
 void nn_accumulate(float *y, const float *x, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF(n)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
 }

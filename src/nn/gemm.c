@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "nn/nn.h"
+#include "nn/par.h"
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -46,6 +47,27 @@ void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    if (M == 1 && (double)N * K >= NN_GEMM_SPLIT_MIN) {
+        /* a row vector times a matrix (decoding one token): sgemv over slices of the output,
+         * without the packing copy sgemm makes of the whole matrix on every call */
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), n_t = omp_get_num_threads();
+            int chunk = ((N + n_t - 1) / n_t + 15) / 16 * 16;
+            int begin = t * chunk, end = begin + chunk < N ? begin + chunk : N;
+            if (begin < end) {
+                const float *a = A; /* op(A) is (1, K): contiguous when not transposed */
+                int inc_a = trans_a ? lda : 1;
+                if (trans_b) /* C = op(A) B^T = B (N, K) x */
+                    cblas_sgemv(CblasRowMajor, CblasNoTrans, end - begin, K, alpha,
+                                B + (size_t)begin * ldb, ldb, a, inc_a, beta, C + begin, 1);
+                else /* C = op(A) B = B^T x, B (K, N) */
+                    cblas_sgemv(CblasRowMajor, CblasTrans, K, end - begin, alpha, B + begin, ldb,
+                                a, inc_a, beta, C + begin, 1);
+            }
+        }
+        return;
+    }
     bool by_rows = M >= N || M >= 64 * nt;
 #pragma omp parallel num_threads(nt)
     {
@@ -77,7 +99,7 @@ void nn_linear_forward(float *out, int ldo, const float *inp, const float *weigh
 {
     float beta = accumulate ? 1.0f : 0.0f;
     if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * OC)
         for (int n = 0; n < N; n++) {
             float *row = out + (size_t)n * ldo;
             for (int o = 0; o < OC; o++)
@@ -98,7 +120,7 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     if (dbias) {
         /* column sums, a block of columns per task, walking rows in order (contiguous) */
         enum { BLOCK = 256 };
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * OC)
         for (int o0 = 0; o0 < OC; o0 += BLOCK) {
             int width = OC - o0 < BLOCK ? OC - o0 : BLOCK;
             double sum[BLOCK] = {0};

@@ -6,11 +6,12 @@
 #include <math.h>
 
 #include "nn/nn.h"
+#include "nn/par.h"
 
 void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                         int C, float eps)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -29,7 +30,7 @@ void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                          const float *weight, const float *rstd, int N, int C)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -42,7 +43,7 @@ void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
             dx[c] += r * dy[c] * weight[c] - x[c] * k;
     }
     if (dweight) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
         for (int c = 0; c < C; c++) {
             double sum = 0;
             for (int n = 0; n < N; n++)
@@ -55,7 +56,7 @@ void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
 void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -80,7 +81,7 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -98,7 +99,7 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
         }
     }
     if (dweight || dbias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
         for (int c = 0; c < C; c++) {
             double sw = 0, sb = 0;
             for (int n = 0; n < N; n++) {

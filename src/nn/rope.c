@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "nn/nn.h"
+#include "nn/par.h"
 
 void nn_rope_tables(float *cos_t, float *sin_t, const double *inv_freq, int n_pos, int HS)
 {
@@ -27,7 +28,7 @@ static void rope_rotate(float *x, int ld, const int32_t *pos, const float *cos_t
                         const float *sin_t, int N, int n_heads, int HS, float sign)
 {
     int half = HS / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * n_heads * HS)
     for (int n = 0; n < N; n++) {
         const float *c = cos_t + (size_t)pos[n] * half, *s = sin_t + (size_t)pos[n] * half;
         for (int h = 0; h < n_heads; h++) {

@@ -22,8 +22,8 @@
 
 static json_t *failure(const char *stage, const struct fj_err *err)
 {
-    return json_pack("{s:b,s:s,s:s,s:s}", "ok", 0, "stage", stage, "code",
-                     fj_code_name(err->code), "msg", err->msg);
+    return json_pack("{s:b,s:s,s:s,s:s}", "ok", 0, "stage", stage, "code", fj_code_name(err->code),
+                     "msg", err->msg);
 }
 
 static json_t *text_json(const struct fj_buf *b)
@@ -32,7 +32,14 @@ static json_t *text_json(const struct fj_buf *b)
     return s != NULL ? s : json_string("<invalid UTF-8>");
 }
 
-static struct tok_encoding *encoding_for(const json_t *req, struct fj_err *err)
+/* Encodings are loaded once per distinct request (a tokenizer.json takes a while). */
+#define CACHE_MAX 8
+static struct {
+    char *key;
+    struct tok_encoding *enc;
+} cache[CACHE_MAX];
+
+static struct tok_encoding *load_encoding(const json_t *req, struct fj_err *err)
 {
     const char *name = json_string_value(json_object_get(req, "encoding"));
     const char *hf = json_string_value(json_object_get(req, "hf"));
@@ -42,7 +49,8 @@ static struct tok_encoding *encoding_for(const json_t *req, struct fj_err *err)
     const char *key;
     json_t *val;
     if (enc != NULL && json_is_object(special)) {
-        json_object_foreach(special, key, val) {
+        json_object_foreach(special, key, val)
+        {
             if (tok_encoding_add_special(enc, key, (uint32_t)json_integer_value(val), err) != 0) {
                 tok_encoding_free(enc);
                 return NULL;
@@ -52,13 +60,35 @@ static struct tok_encoding *encoding_for(const json_t *req, struct fj_err *err)
     return enc;
 }
 
+static const struct tok_encoding *encoding_for(const json_t *req, struct fj_err *err)
+{
+    json_t *k = json_pack("{s:O?,s:O?,s:O?}", "encoding", json_object_get(req, "encoding"), "hf",
+                          json_object_get(req, "hf"), "special", json_object_get(req, "special"));
+    char *key = json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(k);
+    for (int i = 0; i < CACHE_MAX && cache[i].key != NULL; i++)
+        if (strcmp(cache[i].key, key) == 0) {
+            free(key);
+            return cache[i].enc;
+        }
+    struct tok_encoding *enc = load_encoding(req, err);
+    for (int i = 0; enc != NULL && i < CACHE_MAX; i++)
+        if (cache[i].key == NULL) {
+            cache[i].key = key;
+            cache[i].enc = enc;
+            return enc;
+        }
+    free(key);
+    return enc; /* not cached: leaks for the rest of the run, which is short */
+}
+
 static json_t *handle(const json_t *req)
 {
     struct fj_err err = {0};
     const char *op = json_string_value(json_object_get(req, "op"));
     if (op == NULL)
-        return json_pack("{s:b,s:s,s:s,s:s}", "ok", 0, "stage", "request", "code", "invalid",
-                         "msg", "no op");
+        return json_pack("{s:b,s:s,s:s,s:s}", "ok", 0, "stage", "request", "code", "invalid", "msg",
+                         "no op");
     if (strcmp(op, "chatml") == 0)
         return json_pack("{s:b,s:s}", "ok", 1, "text", chat_chatml_template());
     json_t *tj = json_object_get(req, "template");
@@ -84,12 +114,12 @@ static json_t *handle(const json_t *req)
         } else {
             json_t *spans = json_array();
             for (size_t i = 0; i < r.n_spans; i++)
-                json_array_append_new(spans, json_pack("[I,I,i]", (json_int_t)r.spans[i].begin,
-                                                       (json_int_t)r.spans[i].end,
-                                                       r.spans[i].train));
+                json_array_append_new(spans,
+                                      json_pack("[I,I,i]", (json_int_t)r.spans[i].begin,
+                                                (json_int_t)r.spans[i].end, r.spans[i].train));
             res = json_pack("{s:b,s:o,s:o}", "ok", 1, "text", text_json(&r.text), "spans", spans);
             if (strcmp(op, "tokenize") == 0) {
-                struct tok_encoding *enc = encoding_for(req, &err);
+                const struct tok_encoding *enc = encoding_for(req, &err);
                 struct chat_tokens ct = {0};
                 if (enc == NULL || chat_tokenize(&r, enc, &ct, &err) != 0) {
                     json_decref(res);
@@ -104,7 +134,6 @@ static json_t *handle(const json_t *req)
                     json_object_set_new(res, "mask", mask);
                 }
                 chat_tokens_free(&ct);
-                tok_encoding_free(enc);
             }
         }
         chat_rendered_free(&r);
@@ -135,5 +164,9 @@ int main(void)
         json_decref(req);
     }
     free(line);
+    for (int i = 0; i < CACHE_MAX; i++) {
+        free(cache[i].key);
+        tok_encoding_free(cache[i].enc);
+    }
     return 0;
 }
