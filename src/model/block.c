@@ -185,9 +185,8 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
     int QKV = m->QKV, AH = m->AH, HID = m->HID, KVW = NKV * HS;
 
     /* out = mid + down(act): dres flows to mid unchanged, and into the MLP */
-    memset(gb->dact, 0, (size_t)N * FF * sizeof(float));
     nn_linear_backward(gb->dact, model_grad_of(m, y->wdown), model_grad_of(m, y->bdown), dres, C,
-                       bb->actv, y->wdown, N, FF, C);
+                       bb->actv, y->wdown, N, FF, C, true);
     lora_sites_backward(m, l, MODEL_LINEAR_DOWN, gb->dact, dres, C, bb->actv, N, bb, gb, train,
                         seed);
     memset(gb->dhid, 0, (size_t)N * HID * sizeof(float));
@@ -196,17 +195,15 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
                          c->act == MODEL_ACT_GELU_TANH);
     else
         nn_swiglu_backward(gb->dhid, gb->dact, bb->hid, N, FF);
-    memset(gb->dln, 0, (size_t)N * C * sizeof(float));
     nn_linear_backward(gb->dln, model_grad_of(m, y->wup), model_grad_of(m, y->bup), gb->dhid,
-                       HID, bb->ln2, y->wup, N, C, HID);
+                       HID, bb->ln2, y->wup, N, C, HID, true);
     lora_sites_backward(m, l, MODEL_LINEAR_UP, gb->dln, gb->dhid, HID, bb->ln2, N, bb, gb, train,
                         seed);
     norm_backward(m, dres, gb->dln, bb->mid, y->ln2_w, y->ln2_b, bb->ln2_mean, bb->ln2_rstd, N);
 
     /* mid = x + o(atty): dres now holds d(mid) and flows on to x */
-    memset(gb->datty, 0, (size_t)N * AH * sizeof(float));
     nn_linear_backward(gb->datty, model_grad_of(m, y->wo), model_grad_of(m, y->bo), dres, C,
-                       bb->atty, y->wo, N, AH, C);
+                       bb->atty, y->wo, N, AH, C, true);
     lora_sites_backward(m, l, MODEL_LINEAR_O, gb->datty, dres, C, bb->atty, N, bb, gb, train,
                         seed);
     memset(gb->dqkv, 0, (size_t)N * QKV * sizeof(float));
@@ -217,9 +214,8 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
         nn_rope_backward(gb->dqkv, QKV, at->pos, at->cos_t, at->sin_t, N, NH, HS);
         nn_rope_backward(gb->dqkv + AH, QKV, at->pos, at->cos_t, at->sin_t, N, NKV, HS);
     }
-    memset(gb->dln, 0, (size_t)N * C * sizeof(float));
     nn_linear_backward(gb->dln, model_grad_of(m, y->wqkv), model_grad_of(m, y->bqkv), gb->dqkv,
-                       QKV, bb->ln1, y->wqkv, N, C, QKV);
+                       QKV, bb->ln1, y->wqkv, N, C, QKV, true);
     lora_sites_backward(m, l, MODEL_LINEAR_QKV, gb->dln, gb->dqkv, QKV, bb->ln1, N, bb, gb, train,
                         seed);
     norm_backward(m, dres, gb->dln, x, y->ln1_w, y->ln1_b, bb->ln1_mean, bb->ln1_rstd, N);

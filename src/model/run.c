@@ -219,9 +219,8 @@ void model_backward(struct model_run *r)
     nn_crossentropy_backward(r->logits, r->targets, r->mask, dloss, N, V);
 
     struct block_attn at = run_attn(r);
-    memset(r->gb.dln, 0, (size_t)N * C * sizeof(float));
     nn_linear_backward(r->gb.dln, model_grad_of(m, m->wlm), NULL, r->logits, V, r->lnf, m->wlm,
-                       N, C, V);
+                       N, C, V, true);
     memset(r->dres, 0, (size_t)N * C * sizeof(float));
     block_norm_backward(m, r->dres, r->gb.dln, r->res + (size_t)L * N * C, r->lnf_mean,
                         r->lnf_rstd, N);

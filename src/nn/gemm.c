@@ -111,10 +111,12 @@ void nn_linear_forward(float *out, int ldo, const float *inp, const float *weigh
 }
 
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldo,
-                        const float *inp, const float *weight, int N, int C, int OC)
+                        const float *inp, const float *weight, int N, int C, int OC,
+                        bool set_dinp)
 {
     if (dinp) /* (N, C) += (N, OC) @ (OC, C) */
-        nn_gemm(false, false, N, C, OC, 1.0f, dout, ldo, weight, C, 1.0f, dinp, C);
+        nn_gemm(false, false, N, C, OC, 1.0f, dout, ldo, weight, C, set_dinp ? 0.0f : 1.0f, dinp,
+                C);
     if (dweight) /* (OC, C) += (N, OC)^T @ (N, C) */
         nn_gemm(true, false, OC, C, N, 1.0f, dout, ldo, inp, C, 1.0f, dweight, C);
     if (dbias) {

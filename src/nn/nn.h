@@ -39,9 +39,12 @@ void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
 void nn_linear_forward(float *out, int ldo, const float *inp, const float *weight,
                        const float *bias, int N, int C, int OC, bool accumulate);
 /* dinp(N, C) += dout @ weight; dweight(OC, C) += dout^T @ inp; dbias(OC) += sum of dout.
- * Any of dinp, dweight, dbias may be NULL (not needed: frozen weights, first layer). */
+ * Any of dinp, dweight, dbias may be NULL (not needed: frozen weights, first layer). With
+ * set_dinp, dinp is overwritten instead (the one exception to adding: it spares zeroing a
+ * fresh buffer, which costs as much memory traffic as the product's output). */
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldo,
-                        const float *inp, const float *weight, int N, int C, int OC);
+                        const float *inp, const float *weight, int N, int C, int OC,
+                        bool set_dinp);
 
 /* ---- normalisation ------------------------------------------------------------------- */
 

@@ -8,6 +8,9 @@
 #include "nn/nn.h"
 #include "nn/par.h"
 
+/* Columns per task when summing a weight gradient over the rows. */
+#define NORM_BLOCK 128
+
 void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                         int C, float eps)
 {
@@ -43,12 +46,19 @@ void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
             dx[c] += r * dy[c] * weight[c] - x[c] * k;
     }
     if (dweight) {
+        /* column sums over the rows, a block of columns per task, rows walked in order */
 #pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
-        for (int c = 0; c < C; c++) {
-            double sum = 0;
-            for (int n = 0; n < N; n++)
-                sum += (double)dout[(size_t)n * C + c] * inp[(size_t)n * C + c] * rstd[n];
-            dweight[c] += (float)sum;
+        for (int c0 = 0; c0 < C; c0 += NORM_BLOCK) {
+            int width = C - c0 < NORM_BLOCK ? C - c0 : NORM_BLOCK;
+            double sum[NORM_BLOCK] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *dy = dout + (size_t)n * C + c0, *x = inp + (size_t)n * C + c0;
+                float r = rstd[n];
+                for (int k = 0; k < width; k++)
+                    sum[k] += (double)(dy[k] * x[k] * r);
+            }
+            for (int k = 0; k < width; k++)
+                dweight[c0 + k] += (float)sum[k];
         }
     }
 }
@@ -100,17 +110,23 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
     }
     if (dweight || dbias) {
 #pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
-        for (int c = 0; c < C; c++) {
-            double sw = 0, sb = 0;
+        for (int c0 = 0; c0 < C; c0 += NORM_BLOCK) {
+            int width = C - c0 < NORM_BLOCK ? C - c0 : NORM_BLOCK;
+            double sw[NORM_BLOCK] = {0}, sb[NORM_BLOCK] = {0};
             for (int n = 0; n < N; n++) {
-                float dy = dout[(size_t)n * C + c];
-                sw += (double)dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
-                sb += dy;
+                const float *dy = dout + (size_t)n * C + c0, *x = inp + (size_t)n * C + c0;
+                float m = mean[n], r = rstd[n];
+                for (int k = 0; k < width; k++) {
+                    sw[k] += (double)(dy[k] * ((x[k] - m) * r));
+                    sb[k] += dy[k];
+                }
             }
-            if (dweight)
-                dweight[c] += (float)sw;
-            if (dbias)
-                dbias[c] += (float)sb;
+            for (int k = 0; k < width; k++) {
+                if (dweight)
+                    dweight[c0 + k] += (float)sw[k];
+                if (dbias)
+                    dbias[c0 + k] += (float)sb[k];
+            }
         }
     }
 }

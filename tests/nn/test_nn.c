@@ -306,7 +306,7 @@ static void test_linear(void)
     lin_x = rand_vec(LIN_N * LIN_C);
     float *R = rand_vec(LIN_N * LIN_OC), *dx = zeros(LIN_N * LIN_C);
     float *dw = zeros(LIN_OC * LIN_C), *db = zeros(LIN_OC);
-    nn_linear_backward(dx, dw, db, R, LIN_OC, lin_x, lin_w, LIN_N, LIN_C, LIN_OC);
+    nn_linear_backward(dx, dw, db, R, LIN_OC, lin_x, lin_w, LIN_N, LIN_C, LIN_OC, false);
     struct fd_case cx = {lin_fwd, lin_x, LIN_N * LIN_C, LIN_N * LIN_OC, NULL};
     struct fd_case cw = {lin_fwd, lin_w, LIN_OC * LIN_C, LIN_N * LIN_OC, NULL};
     struct fd_case cb = {lin_fwd, lin_b, LIN_OC, LIN_N * LIN_OC, NULL};
