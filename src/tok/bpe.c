@@ -28,8 +28,8 @@ int tok_sink_push(struct tok_sink *sink, uint32_t id)
 
 /* The rank of joining parts [a, b) and [b, c) of piece p whose ids are ia and ib, and in
  * *merged the id of the joined part. With m NULL (tiktoken) the rank is the id of the joined
- * bytes, and *merged is left alone; the functions below are instantiated once with m a constant NULL, so
- * tiktoken's loops carry no trace of the tokenizer.json case. */
+ * bytes, and *merged is left alone; the functions below are instantiated once with m a constant
+ * NULL, so tiktoken's loops carry no trace of the tokenizer.json case. */
 static inline __attribute__((always_inline)) uint32_t
 pair_rank(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *p, size_t a,
           size_t c, uint32_t ia, uint32_t ib, uint32_t *merged)
@@ -42,9 +42,10 @@ pair_rank(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *
 }
 
 /* The rank of the first pairs, of two single bytes: direct tables either way. */
-static inline __attribute__((always_inline)) uint32_t
-byte_pair_rank(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *p,
-               uint32_t *merged)
+static inline __attribute__((always_inline)) uint32_t byte_pair_rank(const struct tok_vocab *v,
+                                                                     const struct tok_merges *m,
+                                                                     const uint8_t *p,
+                                                                     uint32_t *merged)
 {
     if (m == NULL)
         return tok_vocab_pair(v, p);
@@ -58,9 +59,10 @@ byte_pair_rank(const struct tok_vocab *v, const struct tok_merges *m, const uint
  * (TOK_NO_ID if they do not merge, or if k was absorbed) and joined[k] the id they make. The
  * scan for the lowest rank runs over all n slots in byte order, so among equal ranks it
  * still finds the leftmost pair. */
-static inline __attribute__((always_inline)) int
-merge_small(const struct tok_vocab *v, const struct tok_merges *m, const uint8_t *p, size_t n,
-            struct tok_sink *sink)
+static inline __attribute__((always_inline)) int merge_small(const struct tok_vocab *v,
+                                                             const struct tok_merges *m,
+                                                             const uint8_t *p, size_t n,
+                                                             struct tok_sink *sink)
 {
     uint32_t next[TOK_BPE_SMALL + 1], prev[TOK_BPE_SMALL], rank[TOK_BPE_SMALL], id[TOK_BPE_SMALL];
     uint32_t joined[TOK_BPE_SMALL];
@@ -244,8 +246,7 @@ int tok_merges_init(struct tok_merges *m, size_t max_pairs, struct fj_err *err)
     return 0;
 }
 
-void tok_merges_set(struct tok_merges *m, uint32_t left, uint32_t right, uint32_t rank,
-                    uint32_t id)
+void tok_merges_set(struct tok_merges *m, uint32_t left, uint32_t right, uint32_t rank, uint32_t id)
 {
     uint64_t key = tok_merge_key(left, right);
     size_t i = (size_t)tok_mix64(key) & m->mask;
@@ -264,8 +265,9 @@ int tok_merges_finish(struct tok_merges *m, const struct tok_vocab *v, struct fj
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory for the merges' byte-pair index");
     for (size_t k = 0; k < 65536; k++) {
         uint32_t a = v->byte_id[k & 0xFF], b = v->byte_id[k >> 8];
-        m->bytes[k] = a == TOK_NO_ID || b == TOK_NO_ID ? (struct tok_pair_merge){TOK_NO_ID, TOK_NO_ID}
-                                                       : tok_merges_find(m, a, b);
+        m->bytes[k] = a == TOK_NO_ID || b == TOK_NO_ID
+                          ? (struct tok_pair_merge){TOK_NO_ID, TOK_NO_ID}
+                          : tok_merges_find(m, a, b);
     }
     return 0;
 }

@@ -39,22 +39,27 @@ void tok_ids_free(struct tok_ids *ids)
  * table's cache misses overlap instead of following one another. */
 #define BATCH 16
 
-static inline bool whole_ok(const struct tok_encoding *enc, uint32_t id)
+/* Whether a piece whose bytes are token id is that token (see enc->whole). */
+static inline bool whole_ok(const uint8_t *whole, uint32_t id)
 {
-    return enc->whole == NULL || ((enc->whole[id >> 3] >> (id & 7)) & 1);
+    return whole == NULL || ((whole[id >> 3] >> (id & 7)) & 1);
 }
 
-int tok_encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, size_t n,
-                        struct tok_sink *sink)
+/* The loop of tok_encode_ordinary, instantiated for tiktoken's encodings (merges and whole
+ * NULL constants, so that loop is what it was before tokenizer.json support) and for the rest. */
+static inline __attribute__((always_inline)) int
+encode_pieces(const struct tok_encoding *enc, const struct tok_merges *merges, const uint8_t *whole,
+              const uint8_t *s, size_t n, struct tok_sink *sink)
 {
     const struct tok_vocab *v = &enc->vocab;
+    const enum tok_pattern pattern = enc->pattern;
     size_t start[BATCH + 1];
     struct tok_key key[BATCH];
     size_t i = 0;
     while (i < n) {
         int m = 0;
         for (; m < BATCH && i < n; m++) {
-            size_t e = tok_pretok_next(enc->pattern, s, i, n);
+            size_t e = tok_pretok_next(pattern, s, i, n);
             start[m] = i;
             if (e - i > TOK_SHORT_MAX) {
                 key[m] = tok_vocab_key(s + i, e - i);
@@ -68,14 +73,22 @@ int tok_encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, size_t
             size_t len = start[k + 1] - start[k];
             uint32_t id = len <= TOK_SHORT_MAX ? tok_vocab_lookup(v, p, len)
                                                : tok_vocab_find(v, key[k], p, len);
-            int rc = id != TOK_NO_ID && whole_ok(enc, id)
+            int rc = id != TOK_NO_ID && whole_ok(whole, id)
                          ? tok_sink_push(sink, id)
-                         : tok_bpe_merge(v, enc->merges, p, len, sink);
+                         : tok_bpe_merge(v, merges, p, len, sink);
             if (rc != 0)
                 return rc;
         }
     }
     return 0;
+}
+
+int tok_encode_ordinary(const struct tok_encoding *enc, const uint8_t *s, size_t n,
+                        struct tok_sink *sink)
+{
+    if (enc->merges == NULL && enc->whole == NULL)
+        return encode_pieces(enc, NULL, NULL, s, n, sink);
+    return encode_pieces(enc, enc->merges, enc->whole, s, n, sink);
 }
 
 /* The leftmost special token in s[from..n) among the raw ones (normalized false) or the
@@ -115,11 +128,11 @@ static long find_special(const struct tok_encoding *enc, bool normalized, const 
 
 /* Splits s[0..n) at the special tokens of one kind (raw or normalized): each becomes its id,
  * or an error with TOK_SPECIAL_REJECT; the stretches between go to `then`. */
-static int split_specials(const struct tok_encoding *enc, bool normalized, const uint8_t *s,
-                          size_t n, enum tok_special special, struct tok_sink *sink,
-                          struct fj_err *err,
-                          int (*then)(const struct tok_encoding *, const uint8_t *, size_t,
-                                      enum tok_special, struct tok_sink *, struct fj_err *))
+static inline __attribute__((always_inline)) int
+split_specials(const struct tok_encoding *enc, bool normalized, const uint8_t *s, size_t n,
+               enum tok_special special, struct tok_sink *sink, struct fj_err *err,
+               int (*then)(const struct tok_encoding *, const uint8_t *, size_t, enum tok_special,
+                           struct tok_sink *, struct fj_err *))
 {
     size_t from = 0, at;
     long k;
@@ -175,13 +188,16 @@ static int encode_into(const struct tok_encoding *enc, const char *text, size_t 
     size_t bad;
     if (!fj_utf8_valid(s, len, &bad))
         return fj_err_set(err, FJ_ERR_UTF8, "invalid UTF-8 at byte %zu", bad);
+    /* tiktoken's encodings have neither a normalizer nor normalized special tokens: their
+     * stretches of text go straight to tok_encode_ordinary. */
     int rc;
-    if (!enc->hf && (special == TOK_SPECIAL_AS_TEXT || enc->n_specials == 0))
-        rc = tok_encode_ordinary(enc, s, len, sink);
-    else if (special == TOK_SPECIAL_AS_TEXT)
-        rc = stretch(enc, s, len, special, sink, err);
-    else
+    if (special == TOK_SPECIAL_AS_TEXT || enc->n_specials == 0)
+        rc = enc->hf ? stretch(enc, s, len, special, sink, err)
+                     : tok_encode_ordinary(enc, s, len, sink);
+    else if (enc->hf)
         rc = split_specials(enc, false, s, len, special, sink, err, stretch);
+    else
+        rc = split_specials(enc, false, s, len, special, sink, err, ordinary);
     if (rc == FJ_ERR_SPECIAL)
         return rc;
     if (rc == FJ_ERR_NOMEM)
@@ -267,6 +283,8 @@ int64_t tok_token_id(const struct tok_encoding *enc, const char *s, size_t len)
 
 bool tok_is_special(const struct tok_encoding *enc, uint32_t id)
 {
+    if (id < enc->special_min)
+        return false;
     for (size_t k = 0; k < enc->n_specials; k++)
         if (enc->specials[k].id == id)
             return true;
@@ -278,7 +296,10 @@ void tok_specials_index(struct tok_encoding *enc)
     memset(enc->special_first, 0, sizeof enc->special_first);
     enc->special_lead = enc->n_specials > 0 ? (uint8_t)enc->specials[0].text[0] : -1;
     enc->any_normalized = false;
+    enc->special_min = UINT32_MAX;
     for (size_t k = 0; k < enc->n_specials; k++) {
+        if (enc->specials[k].id < enc->special_min)
+            enc->special_min = enc->specials[k].id;
         uint8_t first = (uint8_t)enc->specials[k].text[0];
         enc->special_first[first] = true;
         if (enc->special_lead != first)

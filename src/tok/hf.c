@@ -32,7 +32,7 @@
 #define ALPHABET_END 0x144
 
 struct alphabet {
-    uint16_t cp_of[256];         /* byte -> code point */
+    uint16_t cp_of[256];            /* byte -> code point */
     uint16_t byte_of[ALPHABET_END]; /* code point -> byte, 256 if none */
 };
 
@@ -48,8 +48,8 @@ static void alphabet_init(struct alphabet *a)
     }
 }
 
-/* Decodes the byte-level string s (valid UTF-8, NUL-terminated) into out (room for strlen(s)
- * bytes). Returns the number of bytes, or -1 if a character is not in the alphabet. */
+/* Decodes the byte-level string s[0..n) (valid UTF-8) into out (room for n bytes). Returns the
+ * number of bytes, or -1 if a character is not in the alphabet. */
 static long alphabet_decode(const struct alphabet *a, const char *s, size_t n, uint8_t *out)
 {
     size_t o = 0;
@@ -74,7 +74,8 @@ struct ctx {
     size_t scratch_cap;
 };
 
-static int fail(struct ctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct ctx *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(struct ctx *c, int code, const char *fmt, ...)
 {
@@ -108,8 +109,8 @@ static const char *type_of(const json_t *obj)
 }
 
 /* A boolean field: absent gives dflt; another type is a format error. */
-static int get_bool(struct ctx *c, const json_t *obj, const char *where, const char *key,
-                    bool dflt, bool *out)
+static int get_bool(struct ctx *c, const json_t *obj, const char *where, const char *key, bool dflt,
+                    bool *out)
 {
     const json_t *v = json_object_get(obj, key);
     if (v == NULL || json_is_null(v)) {
@@ -134,8 +135,7 @@ static bool sentencepiece_part(const json_t *part)
     if (!json_is_object(part))
         return false;
     const char *t = type_of(part);
-    if (strcmp(t, "Metaspace") == 0 || strcmp(t, "ByteFallback") == 0 ||
-        strcmp(t, "Prepend") == 0)
+    if (strcmp(t, "Metaspace") == 0 || strcmp(t, "ByteFallback") == 0 || strcmp(t, "Prepend") == 0)
         return true;
     if (strcmp(t, "Replace") == 0) {
         const char *content = json_string_value(json_object_get(part, "content"));
@@ -205,8 +205,8 @@ static int check_split(struct ctx *c, const json_t *sp, enum tok_pattern *patter
     const json_t *re = json_object_get(pat, "Regex");
     if (!json_is_string(re)) {
         if (json_is_string(json_object_get(pat, "String")))
-            return fail(c, FJ_ERR_INVALID, "Split on the string %s is not supported (only the "
-                                           "known regexes)",
+            return fail(c, FJ_ERR_INVALID,
+                        "Split on the string %s is not supported (only known regexes)",
                         show(json_string_value(json_object_get(pat, "String"))).s);
         return fail(c, FJ_ERR_FORMAT, "Split pre-tokenizer without a pattern.Regex string");
     }
@@ -259,14 +259,16 @@ static int check_pre_tokenizer(struct ctx *c, const json_t *root, enum tok_patte
         return rc;
     if (n == 1) {
         if (!split)
-            return fail(c, FJ_ERR_INVALID, "a ByteLevel pre-tokenizer without use_regex and no "
-                                           "Split is not supported");
+            return fail(c, FJ_ERR_INVALID,
+                        "a ByteLevel pre-tokenizer without use_regex and no Split is not "
+                        "supported");
         *pattern = TOK_PATTERN_GPT2;
         return 0;
     }
     if (split)
-        return fail(c, FJ_ERR_INVALID, "Split followed by a ByteLevel with use_regex (two "
-                                       "regexes) is not supported");
+        return fail(c, FJ_ERR_INVALID,
+                    "Split followed by a ByteLevel with use_regex (two regexes) is not "
+                    "supported");
     return check_split(c, json_array_get(list, 0), pattern);
 }
 
@@ -304,8 +306,7 @@ static int decode_token(struct ctx *c, const char *s, size_t n, const char *wher
 {
     long r = n <= c->scratch_cap ? alphabet_decode(&c->ab, s, n, c->scratch) : -1;
     if (r <= 0)
-        return fail(c, n == 0 ? FJ_ERR_FORMAT : FJ_ERR_INVALID,
-                    "%s %s is %s", where, show(s).s,
+        return fail(c, n == 0 ? FJ_ERR_FORMAT : FJ_ERR_INVALID, "%s %s is %s", where, show(s).s,
                     n == 0 ? "empty" : "not in the byte-level alphabet (not a byte-level BPE)");
     *len = (size_t)r;
     return 0;
@@ -375,7 +376,8 @@ static int merge_parts(struct ctx *c, const json_t *e, size_t i, char *buf, size
         const char *s = json_string_value(e);
         size_t n = json_string_length(e);
         const char *sp = memchr(s, ' ', n);
-        if (sp == NULL || sp == s || sp + 1 == s + n || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1)))
+        if (sp == NULL || sp == s || sp + 1 == s + n ||
+            memchr(sp + 1, ' ', (size_t)(s + n - sp - 1)))
             return fail(c, FJ_ERR_FORMAT,
                         "model.merges[%zu] %s is not two tokens separated by one space", i,
                         show(s).s);
@@ -435,16 +437,16 @@ static int load_merges(struct ctx *c, const json_t *merges, const struct tok_voc
         uint32_t ia = tok_vocab_lookup(v, joined, la), ib = tok_vocab_lookup(v, joined + la, lb);
         uint32_t ij = tok_vocab_lookup(v, joined, la + lb);
         if (ia == TOK_NO_ID || ib == TOK_NO_ID) {
-            rc = fail(c, FJ_ERR_FORMAT, "model.merges[%zu] names %s, which is not in the vocab",
-                      i, show(ia == TOK_NO_ID ? a : b).s);
+            rc = fail(c, FJ_ERR_FORMAT, "model.merges[%zu] names %s, which is not in the vocab", i,
+                      show(ia == TOK_NO_ID ? a : b).s);
             goto out;
         }
         if (ij == TOK_NO_ID) {
             char left[64];
             snprintf(left, sizeof left, "%s", show(a).s);
             rc = fail(c, FJ_ERR_FORMAT,
-                      "model.merges[%zu] (%s + %s) makes a token that is not in the vocab", i,
-                      left, show(b).s);
+                      "model.merges[%zu] (%s + %s) makes a token that is not in the vocab", i, left,
+                      show(b).s);
             goto out;
         }
         tok_merges_set(m, ia, ib, (uint32_t)i, ij);
@@ -474,8 +476,10 @@ static uint32_t max_added_id(const json_t *added)
 
 static int load_added(struct ctx *c, const json_t *added, struct tok_encoding *enc)
 {
-    if (added == NULL || json_is_null(added))
+    if (added == NULL || json_is_null(added)) {
+        tok_specials_index(enc);
         return 0;
+    }
     if (!json_is_array(added))
         return fail(c, FJ_ERR_FORMAT, "added_tokens is not a list");
     size_t n = json_array_size(added);
@@ -514,14 +518,15 @@ static int load_added(struct ctx *c, const json_t *added, struct tok_encoding *e
         }
         for (size_t k = 0; k < enc->n_specials; k++) {
             if (enc->specials[k].id == (uint32_t)id || strcmp(enc->specials[k].text, text) == 0)
-                return fail(c, FJ_ERR_FORMAT, "added_tokens[%zu] %s repeats the %s of another",
-                            i, show(text).s, enc->specials[k].id == (uint32_t)id ? "id" : "content");
+                return fail(c, FJ_ERR_FORMAT, "added_tokens[%zu] %s repeats the %s of another", i,
+                            show(text).s, enc->specials[k].id == (uint32_t)id ? "id" : "content");
         }
         const struct tok_vocab *v = &enc->vocab;
         if ((uint32_t)id < v->n_ids && v->len[id] != 0 &&
             (v->len[id] != len || memcmp(v->pool + v->off[id], text, len) != 0))
-            return fail(c, FJ_ERR_FORMAT, "added token %s has id %lld, which is another vocab token",
-                        show(text).s, (long long)id);
+            return fail(c, FJ_ERR_FORMAT,
+                        "added token %s has id %lld, which is another vocab token", show(text).s,
+                        (long long)id);
         if (normalized && enc->nfc && !tok_nfc_quick((const uint8_t *)text, len)) {
             struct fj_buf nf = {0};
             bool same = tok_nfc((const uint8_t *)text, len, &nf) == 0 && nf.len == len &&
@@ -655,8 +660,8 @@ static struct tok_encoding *from_json(const char *json, size_t len, const char *
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        fj_err_set(err, FJ_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s", src,
-                   jerr.line, jerr.column, jerr.text);
+        fj_err_set(err, FJ_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s", src, jerr.line,
+                   jerr.column, jerr.text);
         return NULL;
     }
     struct tok_encoding *enc = calloc(1, sizeof *enc);
@@ -820,7 +825,8 @@ static int collect_merges(const struct tok_encoding *enc, struct merge_out **out
             const uint8_t *b = v->pool + v->off[id];
             size_t start = len;
             for (size_t i = 1; i < v->len[id]; i++) {
-                uint32_t l = tok_vocab_lookup(v, b, i), r = tok_vocab_lookup(v, b + i, v->len[id] - i);
+                uint32_t l = tok_vocab_lookup(v, b, i),
+                         r = tok_vocab_lookup(v, b + i, v->len[id] - i);
                 if (l == TOK_NO_ID || r == TOK_NO_ID)
                     continue;
                 if (len == cap) {
@@ -885,24 +891,26 @@ int tok_encoding_to_hf_json(const struct tok_encoding *enc, struct fj_buf *out, 
     }
     const char *re = tok_pattern_regex(enc->pattern);
     if (rc == 0)
-        rc = fj_buf_printf(out, "\n  ],\n  \"normalizer\": %s,\n"
-                                "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": "
-                                "[{\"type\": \"Split\", \"pattern\": {\"Regex\": ",
+        rc = fj_buf_printf(out,
+                           "\n  ],\n  \"normalizer\": %s,\n"
+                           "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": "
+                           "[{\"type\": \"Split\", \"pattern\": {\"Regex\": ",
                            enc->nfc ? "{\"type\": \"NFC\"}" : "null");
     if (rc == 0)
         rc = put_string(out, re, strlen(re));
     if (rc == 0)
         rc = fj_buf_printf(
-            out, "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", "
-                 "\"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": false}]},\n"
-                 "  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
-                 "\"trim_offsets\": false, \"use_regex\": true},\n"
-                 "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
-                 "\"trim_offsets\": true, \"use_regex\": true},\n"
-                 "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, "
-                 "\"continuing_subword_prefix\": null, \"end_of_word_suffix\": null, "
-                 "\"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": %s,\n"
-                 "    \"vocab\": {",
+            out,
+            "}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", "
+            "\"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": false}]},\n"
+            "  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
+            "\"trim_offsets\": false, \"use_regex\": true},\n"
+            "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
+            "\"trim_offsets\": true, \"use_regex\": true},\n"
+            "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, "
+            "\"continuing_subword_prefix\": null, \"end_of_word_suffix\": null, "
+            "\"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": %s,\n"
+            "    \"vocab\": {",
             enc->whole == NULL ? "true" : "false");
     bool first = true;
     for (uint32_t id = 0; id < v->n_ids && rc == 0; id++) {

@@ -147,7 +147,8 @@ static size_t next_gpt2(const uint8_t *s, size_t i, size_t n)
     return whitespace_piece(s, i, n, 0);
 }
 
-static size_t next_cl100k(const uint8_t *s, size_t i, size_t n, int max_digits)
+static inline __attribute__((always_inline)) size_t next_cl100k(const uint8_t *s, size_t i,
+                                                                size_t n, int max_digits)
 {
     if (s[i] == '\'') {
         size_t m = contraction_len(s, i, n, 1);
@@ -235,18 +236,38 @@ size_t tok_pretok_next(enum tok_pattern pattern, const uint8_t *s, size_t i, siz
 /* The regexes as tokenizer.json files spell them: GPT-2's is the one of Hugging Face's
  * ByteLevel pre-tokenizer; cl100k's is the one of Llama 3's file (tiktoken's older
  * spelling); Qwen 2's is the one of Qwen's files; o200k's is tiktoken's. */
+/* One alternative per line. */
+/* clang-format off */
 #define CONTRACTIONS "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+#define UPPERISH     "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]"
+#define LOWERISH     "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]"
 static const char *const regexes[] = {
-    [TOK_PATTERN_GPT2] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
-    [TOK_PATTERN_CL100K] = CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-                           "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-    [TOK_PATTERN_QWEN2] = CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
-                          "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    [TOK_PATTERN_GPT2] =
+        "'s|'t|'re|'ve|'m|'ll|'d"
+        "| ?\\p{L}+"
+        "| ?\\p{N}+"
+        "| ?[^\\s\\p{L}\\p{N}]+"
+        "|\\s+(?!\\S)|\\s+",
+    [TOK_PATTERN_CL100K] =
+        CONTRACTIONS
+        "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+        "|\\p{N}{1,3}"
+        "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+        "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    [TOK_PATTERN_QWEN2] =
+        CONTRACTIONS
+        "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"
+        "|\\p{N}"
+        "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+        "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
     [TOK_PATTERN_O200K] =
-        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+" CONTRACTIONS
-        "?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*" CONTRACTIONS
-        "?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+        "[^\\r\\n\\p{L}\\p{N}]?" UPPERISH "*" LOWERISH "+" CONTRACTIONS "?"
+        "|[^\\r\\n\\p{L}\\p{N}]?" UPPERISH "+" LOWERISH "*" CONTRACTIONS "?"
+        "|\\p{N}{1,3}"
+        "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*"
+        "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
 };
+/* clang-format on */
 
 const char *tok_pattern_regex(enum tok_pattern pattern)
 {

@@ -92,7 +92,8 @@ static inline uint64_t tok_load_head(const uint8_t *p, size_t n)
            ((uint64_t)p[n - 1] << (8 * (n - 1)));
 }
 
-static inline struct tok_key tok_vocab_key(const uint8_t *bytes, size_t len)
+static inline __attribute__((always_inline)) struct tok_key tok_vocab_key(const uint8_t *bytes,
+                                                                          size_t len)
 {
     struct tok_key k;
     k.head = tok_load_head(bytes, len);
@@ -252,20 +253,22 @@ struct tok_encoding {
     enum tok_pattern pattern;
     struct tok_vocab vocab;
     struct tok_merges *merges; /* NULL for tiktoken's ranks; owned */
-    uint8_t *whole;    /* NULL: a piece whose bytes are a token is that token (tiktoken, and
-                          tokenizer.json's ignore_merges); else a bit per id, set where the
-                          merge of the token's own bytes gives the token; owned */
-    bool nfc;          /* text is NFC-normalized before pre-tokenizing (tokenizer.json) */
-    bool hf;           /* built from a tokenizer.json */
+    uint8_t *whole;            /* NULL: a piece whose bytes are a token is that token (tiktoken, and
+                                  tokenizer.json's ignore_merges); else a bit per id, set where the
+                                  merge of the token's own bytes gives the token; owned */
+    bool nfc;                  /* text is NFC-normalized before pre-tokenizing (tokenizer.json) */
+    bool hf;                   /* built from a tokenizer.json */
     struct tok_special_token *specials; /* owned, n_specials entries */
     size_t n_specials;
-    bool any_normalized;     /* some special token is "normalized" */
+    bool any_normalized;  /* some special token is "normalized" */
+    uint32_t special_min; /* the lowest special id (UINT32_MAX if none): a quick "no" */
     uint32_t n_vocab;
     bool special_first[256]; /* bytes that start some special token */
     int special_lead;        /* the byte all special tokens start with, or -1 */
 };
 
-/* Recomputes special_first, special_lead and any_normalized after specials change. */
+/* Recomputes special_first, special_lead, any_normalized and special_min after specials
+ * change. */
 void tok_specials_index(struct tok_encoding *enc);
 
 /* Parses a .tiktoken rank file ("<base64 bytes> <rank>" per line) into v. */

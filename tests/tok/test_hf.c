@@ -52,7 +52,7 @@ struct spec {
     const char *normalizer;    /* "null" */
     const char *pre_tokenizer; /* GPT-2's ByteLevel */
     const char *decoder;       /* ByteLevel */
-    int skip_byte;             /* a byte whose token is left out, or -1 */
+    int skip_byte;             /* a byte (not 0) whose token is left out, or 0 */
     const char *vocab;         /* the whole vocab value instead of the generated one */
 };
 
@@ -62,7 +62,8 @@ static char *tiny_json(struct spec s)
     if (s.added != NULL && s.added[0] == OMIT[0]) /* OMIT followed by the whole value */
         fj_buf_printf(&b, "{\"version\": \"1.0\", \"added_tokens\": %s, ", s.added + 1);
     else
-        fj_buf_printf(&b, "{\"version\": \"1.0\", \"added_tokens\": [%s], ", s.added ? s.added : "");
+        fj_buf_printf(&b, "{\"version\": \"1.0\", \"added_tokens\": [%s], ",
+                      s.added ? s.added : "");
     fj_buf_printf(&b, "\"normalizer\": %s, ", s.normalizer ? s.normalizer : "null");
     if (!(s.pre_tokenizer && strcmp(s.pre_tokenizer, OMIT) == 0))
         fj_buf_printf(&b, "\"pre_tokenizer\": %s, ",
@@ -79,7 +80,7 @@ static char *tiny_json(struct spec s)
         fj_buf_printf(&b, "{");
         bool first = true;
         for (int byte = 0; byte < 256; byte++) {
-            if (byte == s.skip_byte)
+            if (s.skip_byte != 0 && byte == s.skip_byte)
                 continue;
             char ch[4];
             byte_char(byte, ch);
@@ -102,7 +103,7 @@ static struct tok_encoding *tiny(struct spec s, struct fj_err *err)
     return enc;
 }
 
-#define SPEC(...) ((struct spec){.skip_byte = -1, __VA_ARGS__})
+#define SPEC(...) ((struct spec){__VA_ARGS__})
 
 /* Encodes text and compares with want[0..n). */
 static bool encodes_as(const struct tok_encoding *enc, const char *text, enum tok_special sp,
@@ -150,8 +151,19 @@ static void test_merge_order(void)
     CHECK_EQ_U(tok_encoding_n_vocab(enc), 258);
     CHECK_STR(tok_encoding_name(enc), "tokenizer.json");
     tok_encoding_free(enc);
+    /* No added tokens at all (added_tokens null): nothing is special, every mode agrees. */
+    enc = tiny(SPEC(.added = OMIT "null"), &err);
+    CHECK(enc != NULL);
+    if (enc != NULL) {
+        ENCODES_AS(enc, "<|x|>", TOK_SPECIAL_REJECT, '<', '|', 'x', '|', '>');
+        ENCODES_AS(enc, "<|x|>", TOK_SPECIAL_ALLOW, '<', '|', 'x', '|', '>');
+        CHECK(!tok_is_special(enc, 0) && !tok_is_special(enc, 255) &&
+              tok_token_id(enc, "<", 1) == '<');
+    }
+    tok_encoding_free(enc);
     /* The same in the ["a", "b"] form of merges. */
-    enc = tiny(SPEC(.vocab_extra = ", \"ab\": 256, \"bc\": 257", .merges = "[\"b\", \"c\"], [\"a\", \"b\"]"),
+    enc = tiny(SPEC(.vocab_extra = ", \"ab\": 256, \"bc\": 257",
+                    .merges = "[\"b\", \"c\"], [\"a\", \"b\"]"),
                &err);
     CHECK(enc != NULL);
     if (enc != NULL)
@@ -363,15 +375,14 @@ static void test_refused(void)
         {"an empty vocab", SPEC(.vocab = "{}"), FJ_ERR_FORMAT, "model.vocab is empty"},
         {"no vocab", SPEC(.vocab = "null"), FJ_ERR_FORMAT, "model.vocab"},
         {"no merges", SPEC(.merges = OMIT), FJ_ERR_FORMAT, "model.merges is missing"},
-        {"merges not a list", SPEC(.merges = OMIT, .model_extra = "\"merges\": {},"),
-         FJ_ERR_FORMAT, "model.merges is of the wrong type"},
+        {"merges not a list", SPEC(.merges = OMIT, .model_extra = "\"merges\": {},"), FJ_ERR_FORMAT,
+         "model.merges is of the wrong type"},
         {"a merge without a space", SPEC(.merges = "\"ab\""), FJ_ERR_FORMAT,
          "model.merges[0] \"ab\" is not two tokens"},
         {"a merge of three", SPEC(.merges = "\"a b c\""), FJ_ERR_FORMAT, "is not two tokens"},
-        {"a merge of one", SPEC(.merges = "[\"a\"]"), FJ_ERR_FORMAT,
-         "model.merges[0] is neither"},
-        {"a merge that is a number", SPEC(.merges = "\"a b\", 5"), FJ_ERR_FORMAT,
-         "model.merges[1] is neither"},
+        {"a merge of one", SPEC(.merges = "[\"a\"]"), FJ_ERR_FORMAT, "model.merges[0] is neither"},
+        {"a merge that is a number", SPEC(.vocab_extra = ", \"ab\": 256", .merges = "\"a b\", 5"),
+         FJ_ERR_FORMAT, "model.merges[1] is neither"},
         {"a merge naming an unknown token",
          SPEC(.vocab_extra = ", \"ab\": 256", .merges = "\"a b\", \"ab zz\""), FJ_ERR_FORMAT,
          "model.merges[1] names \"zz\", which is not in the vocab"},
@@ -388,8 +399,9 @@ static void test_refused(void)
         {"an added token with a huge id",
          SPEC(.added = "{\"id\": 99999999999, \"content\": \"<x>\"}"), FJ_ERR_FORMAT,
          "out of range"},
-        {"an added token far past the vocab", SPEC(.added = "{\"id\": 5000000, \"content\": \"<x>\"}"),
-         FJ_ERR_FORMAT, "ids up to 5000000"},
+        {"an added token far past the vocab",
+         SPEC(.added = "{\"id\": 5000000, \"content\": \"<x>\"}"), FJ_ERR_FORMAT,
+         "ids up to 5000000"},
         {"an added token with lstrip",
          SPEC(.added = "{\"id\": 300, \"content\": \"<mask>\", \"lstrip\": true}"), FJ_ERR_INVALID,
          "added token \"<mask>\": lstrip is not supported"},
@@ -408,8 +420,9 @@ static void test_refused(void)
         {"two added tokens with one content",
          SPEC(.added = "{\"id\": 300, \"content\": \"<m>\"}, {\"id\": 301, \"content\": \"<m>\"}"),
          FJ_ERR_FORMAT, "repeats the content"},
-        {"an added token on another token's id", SPEC(.added = "{\"id\": 97, \"content\": \"<m>\"}"),
-         FJ_ERR_FORMAT, "which is another vocab token"},
+        {"an added token on another token's id",
+         SPEC(.added = "{\"id\": 97, \"content\": \"<m>\"}"), FJ_ERR_FORMAT,
+         "which is another vocab token"},
         {"a Unigram model", SPEC(.type = "\"Unigram\""), FJ_ERR_INVALID,
          "Unigram: SentencePiece-style tokenizers (Llama 2, TinyLlama, Mistral v0.1) are not "
          "supported yet"},
@@ -448,15 +461,17 @@ static void test_refused(void)
         {"no decoder", SPEC(.decoder = "null"), FJ_ERR_INVALID, "decoder null is not supported"},
         {"dropout", SPEC(.model_extra = "\"dropout\": 0.1,"), FJ_ERR_INVALID,
          "dropout is not supported"},
-        {"a continuing_subword_prefix", SPEC(.model_extra = "\"continuing_subword_prefix\": \"##\","),
-         FJ_ERR_INVALID, "continuing_subword_prefix"},
+        {"a continuing_subword_prefix",
+         SPEC(.model_extra = "\"continuing_subword_prefix\": \"##\","), FJ_ERR_INVALID,
+         "continuing_subword_prefix"},
         {"ignore_merges as a string", SPEC(.model_extra = "\"ignore_merges\": \"yes\","),
          FJ_ERR_FORMAT, "model.ignore_merges is not true or false"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct fj_err err = {0};
         struct tok_encoding *enc = tiny(cases[i].spec, &err);
-        bool ok = enc == NULL && err.code == cases[i].code && strstr(err.msg, cases[i].msg) != NULL &&
+        bool ok = enc == NULL && err.code == cases[i].code &&
+                  strstr(err.msg, cases[i].msg) != NULL &&
                   strncmp(err.msg, "tokenizer.json: ", 16) == 0;
         CHECK(ok);
         if (!ok)
@@ -481,9 +496,9 @@ static void test_refused(void)
 /* hf-6: every truncation of a valid file fails cleanly. */
 static void test_truncated(void)
 {
-    char *json = tiny_json(SPEC(.vocab_extra = ", \"ab\": 256, \"bc\": 257",
-                                .merges = "\"b c\", [\"a\", \"b\"]",
-                                .added = "{\"id\": 300, \"content\": \"<|x|>\", \"special\": true}"));
+    char *json = tiny_json(
+        SPEC(.vocab_extra = ", \"ab\": 256, \"bc\": 257", .merges = "\"b c\", [\"a\", \"b\"]",
+             .added = "{\"id\": 300, \"content\": \"<|x|>\", \"special\": true}"));
     size_t n = strlen(json);
     struct fj_err err = {0};
     struct tok_encoding *whole = tok_encoding_from_hf_json(json, n, &err);
@@ -533,8 +548,8 @@ static void test_add_special(void)
     CHECK(tok_encoding_add_special(enc, "<|im_end|>", 100265, &err) == 0);
     /* npm tiktoken, get_encoding("cl100k_base", {"<|im_start|>": 100264, "<|im_end|>": 100265})
      * .encode("<|im_start|>user\nhello<|im_end|>", "all"). */
-    ENCODES_AS(enc, "<|im_start|>user\nhello<|im_end|>", TOK_SPECIAL_ALLOW, 100264, 882, 198,
-               15339, 100265);
+    ENCODES_AS(enc, "<|im_start|>user\nhello<|im_end|>", TOK_SPECIAL_ALLOW, 100264, 882, 198, 15339,
+               100265);
     CHECK(tok_token_id(enc, "<|im_end|>", 10) == 100265 && tok_is_special(enc, 100265));
     CHECK(tok_token_id(enc, "hello", 5) == 15339 && !tok_is_special(enc, 15339));
     CHECK_EQ_U(tok_encoding_n_vocab(enc), 100277);
@@ -582,10 +597,32 @@ static void test_round_trip(void)
     }
     CHECK_EQ_U(tok_encoding_n_vocab(hf), tok_encoding_n_vocab(cl));
     CHECK(hf->merges != NULL && hf->whole == NULL && hf->pattern == TOK_PATTERN_CL100K);
-    static const char *const pieces[] = {"a", "a", "b", "c", "e", "e", "i", "n", "o", "r", "s",
-                                         "t", " ", " ", "\n", "\t", "'", ".", ",", "0", "1",
-                                         "\xC3\xA9", "\xE4\xB8\xAD", "\xF0\x9F\x98\x80",
-                                         "<|im_start|>", "<|endoftext|>"};
+    static const char *const pieces[] = {"a",
+                                         "a",
+                                         "b",
+                                         "c",
+                                         "e",
+                                         "e",
+                                         "i",
+                                         "n",
+                                         "o",
+                                         "r",
+                                         "s",
+                                         "t",
+                                         " ",
+                                         " ",
+                                         "\n",
+                                         "\t",
+                                         "'",
+                                         ".",
+                                         ",",
+                                         "0",
+                                         "1",
+                                         "\xC3\xA9",
+                                         "\xE4\xB8\xAD",
+                                         "\xF0\x9F\x98\x80",
+                                         "<|im_start|>",
+                                         "<|endoftext|>"};
     uint32_t x = 777;
     for (int round = 0; round < 2000; round++) {
         char text[TOK_BPE_SMALL + 1];
@@ -621,10 +658,10 @@ static void test_round_trip(void)
     tok_encoding_free(hf);
     tok_encoding_free(cl);
     /* A tiny file without ignore_merges and with NFC keeps both through a round trip. */
-    struct tok_encoding *t = tiny(SPEC(.vocab_extra = ", \"ab\": 256, \"bc\": 257",
-                                       .merges = "\"b c\", \"a b\"",
-                                       .normalizer = "{\"type\": \"NFC\"}"),
-                                  &err);
+    struct tok_encoding *t =
+        tiny(SPEC(.vocab_extra = ", \"ab\": 256, \"bc\": 257", .merges = "\"b c\", \"a b\"",
+                  .normalizer = "{\"type\": \"NFC\"}"),
+             &err);
     CHECK(t != NULL && tok_encoding_to_hf_json(t, &json, &err) == 0);
     struct tok_encoding *t2 = t ? tok_encoding_from_hf_json(json.data, json.len, &err) : NULL;
     CHECK(t2 != NULL && t2->nfc && t2->whole != NULL);

@@ -69,7 +69,7 @@ static struct tok_encoding *open_encoding(const char *spec, struct fj_err *err)
     if (extra != NULL)
         *extra = '\0';
     struct tok_encoding *enc = strncmp(copy, "hf:", 3) == 0 ? tok_encoding_open_hf(copy + 3, err)
-                                                             : tok_encoding_new(copy, err);
+                                                            : tok_encoding_new(copy, err);
     while (enc != NULL && extra != NULL) {
         char *text = extra + 2, *next = strstr(text, ",+");
         if (next != NULL)
@@ -182,8 +182,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "tok_dump: %s\n", err.msg);
             return 2;
         }
-        printf("{\"name\": \"%s\", \"n_vocab\": %u, \"load_ms\": %.1f}\n",
-               tok_encoding_name(enc), tok_encoding_n_vocab(enc), (now() - t0) * 1e3);
+        printf("{\"name\": \"%s\", \"n_vocab\": %u, \"load_ms\": %.1f}\n", tok_encoding_name(enc),
+               tok_encoding_n_vocab(enc), (now() - t0) * 1e3);
         tok_encoding_free(enc);
         return 0;
     }
