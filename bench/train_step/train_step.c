@@ -125,10 +125,11 @@ int main(int argc, char **argv)
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);
     double step = times[1 + steps / 2];
-    /* model FLOPs: 6 per parameter per token (the position table is a lookup, not counted),
-     * plus attention's QK^T and PV over the full square, forward and backward: 12 L T C */
+    /* model FLOPs: 6 per parameter per token (4 with LoRA, whose base weights get no
+     * gradient; the position table is a lookup, not counted), plus attention's QK^T and PV
+     * over the full square, forward and backward: 12 L T C */
     double n_params = (double)model_count_params(m) - (double)cfg.n_ctx * cfg.n_embd;
-    double flops_tok = 6.0 * n_params + 12.0 * cfg.n_layer * T * cfg.n_embd;
+    double flops_tok = (lora_r ? 4.0 : 6.0) * n_params + 12.0 * cfg.n_layer * T * cfg.n_embd;
     double tok_s = N / step;
     printf("{\"impl\":\"forja\",\"mode\":\"%s\",\"threads\":%d,\"batch\":%d,\"seq\":%d,"
            "\"step_s\":%.4f,\"tokens_per_s\":%.1f,\"gflops\":%.1f,\"params\":%.0f,"
