@@ -56,11 +56,16 @@ int main(int argc, char **argv)
     int threads = 2, steps = 5, B = 4, T = 256, lora_r = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
-        if (!strcmp(argv[i], "--threads")) threads = v;
-        else if (!strcmp(argv[i], "--steps")) steps = v;
-        else if (!strcmp(argv[i], "--batch")) B = v;
-        else if (!strcmp(argv[i], "--seq")) T = v;
-        else if (!strcmp(argv[i], "--lora")) lora_r = v;
+        if (!strcmp(argv[i], "--threads"))
+            threads = v;
+        else if (!strcmp(argv[i], "--steps"))
+            steps = v;
+        else if (!strcmp(argv[i], "--batch"))
+            B = v;
+        else if (!strcmp(argv[i], "--seq"))
+            T = v;
+        else if (!strcmp(argv[i], "--lora"))
+            lora_r = v;
     }
     double peak = sgemm_gflops(2048, threads);
     printf("{\"impl\":\"openblas-sgemm\",\"n\":2048,\"threads\":%d,\"gflops\":%.1f}\n", threads,
@@ -68,12 +73,24 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     nn_set_threads(threads);
-    struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 12, .n_embd = 768,
-                               .n_head = 12, .n_kv_head = 12, .head_dim = 64, .n_ff = 3072,
-                               .vocab_size = 50304, .n_ctx = 1024, .norm_eps = 1e-5f,
-                               .act = MODEL_ACT_GELU_TANH, .tie_embeddings = true,
-                               .qkv_bias = true, .o_bias = true, .mlp_bias = true,
-                               .bos_id = 50256, .n_eos = 1, .eos_ids = {50256}};
+    struct model_config cfg = {.arch = MODEL_ARCH_GPT2,
+                               .n_layer = 12,
+                               .n_embd = 768,
+                               .n_head = 12,
+                               .n_kv_head = 12,
+                               .head_dim = 64,
+                               .n_ff = 3072,
+                               .vocab_size = 50304,
+                               .n_ctx = 1024,
+                               .norm_eps = 1e-5f,
+                               .act = MODEL_ACT_GELU_TANH,
+                               .tie_embeddings = true,
+                               .qkv_bias = true,
+                               .o_bias = true,
+                               .mlp_bias = true,
+                               .bos_id = 50256,
+                               .n_eos = 1,
+                               .eos_ids = {50256}};
     snprintf(cfg.architecture, sizeof cfg.architecture, "GPT2LMHeadModel");
     struct fj_err err = {0};
     struct model *m = model_new(&cfg, &err);
@@ -91,9 +108,11 @@ int main(int argc, char **argv)
     }
     int rc = 0;
     if (lora_r > 0) {
-        struct model_lora_config lc = {.r = lora_r, .alpha = 2.0f * lora_r, .dropout = 0,
-                                       .targets = MODEL_LORA_C_ATTN | MODEL_LORA_C_PROJ |
-                                                  MODEL_LORA_C_FC};
+        struct model_lora_config lc = {.r = lora_r,
+                                       .alpha = 2.0f * lora_r,
+                                       .dropout = 0,
+                                       .targets =
+                                           MODEL_LORA_C_ATTN | MODEL_LORA_C_PROJ | MODEL_LORA_C_FC};
         rc = model_lora_attach(m, &lc, 7, &err);
     } else {
         rc = model_train_full(m, &err);

@@ -79,14 +79,17 @@ const char *cli_data_dir(const struct cli_cmd *cmd, const struct cli_args *a);
 int cli_models_dir(const struct cli_cmd *cmd, const struct cli_args *a, char *out, size_t cap);
 /* The folder of model `name` (NULL: the built-in model, created on first use); prints an
  * error and returns a CLI_* code on failure. */
-int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const char *name,
-                   char *out, size_t cap);
+int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const char *name, char *out,
+                   size_t cap);
 
 /* The option table entry every command that touches models has. */
-#define CLI_OPT_DATA_DIR                                                                          \
-    {"data-dir", "DIR",                                                                            \
-     "forja's data directory (default: $FORJA_DATA_DIR, else ./forja-data); models live in "      \
-     "DIR/models."}
+#define CLI_OPT_DATA_DIR                                                                           \
+    {                                                                                              \
+        "data-dir", "DIR",                                                                         \
+            "forja's data directory (default: $FORJA_DATA_DIR, else ./forja-data); models live "   \
+            "in "                                                                                  \
+            "DIR/models."                                                                          \
+    }
 
 extern const struct cli_cmd cli_cmd_tokens;
 extern const struct cli_cmd cli_cmd_tokenize;

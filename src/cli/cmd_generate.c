@@ -29,8 +29,8 @@ static bool is_stop(const struct model_info *info, uint32_t id)
 
 /* The prompt's ids: raw text (special-token text recognised unless no_special), or with
  * chat, one user message rendered with the template's generation prompt. */
-static int prompt_ids(const struct model_info *info, const char *prompt, bool chat,
-                      bool no_special, struct chat_tokens *out, struct fj_err *err)
+static int prompt_ids(const struct model_info *info, const char *prompt, bool chat, bool no_special,
+                      struct chat_tokens *out, struct fj_err *err)
 {
     if (chat) {
         json_t *messages = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
@@ -148,10 +148,12 @@ static const struct cli_opt generate_opts[] = {
     {"model", "NAME|PATH", "The model (default: the built-in model)."},
     {"prompt", "TEXT", "The text to continue (required)."},
     {"max-tokens", "N", "Stop after N new tokens (default 64)."},
-    {"chat", NULL, "Treat --prompt as one user message: render it with the chat template "
-                   "and its generation prompt."},
-    {"no-special", NULL, "Treat special-token text in the prompt (<|im_start|>, ...) as "
-                         "ordinary text."},
+    {"chat", NULL,
+     "Treat --prompt as one user message: render it with the chat template "
+     "and its generation prompt."},
+    {"no-special", NULL,
+     "Treat special-token text in the prompt (<|im_start|>, ...) as "
+     "ordinary text."},
     {"ids", NULL, "Print the generated token ids instead of the text."},
     {"adapter", "DIR", "Apply the LoRA adapter in DIR (PEFT format)."},
     {"threads", "N", "Threads to compute with (default: all cores)."},

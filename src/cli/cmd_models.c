@@ -121,7 +121,8 @@ static void print_dtypes(const char *path)
         if (k < kinds)
             counts[k]++;
     }
-    printf("weights:        %d file%s, ", model_st_n_files(st), model_st_n_files(st) == 1 ? "" : "s");
+    printf("weights:        %d file%s, ", model_st_n_files(st),
+           model_st_n_files(st) == 1 ? "" : "s");
     for (size_t k = 0; k < kinds; k++)
         printf("%s%s (%zu tensors)", k ? ", " : "", names[k], counts[k]);
     printf("\n");

@@ -15,8 +15,8 @@ static void print_json(const struct fj_buf *text, const struct chat_tokens *t, b
         json_array_append_new(ids, json_integer(t->ids.data[i]));
         json_array_append_new(m, json_integer(t->mask[i]));
     }
-    json_t *o = json_pack("{s:s%, s:o}", "text", text->data ? text->data : "", text->len, "ids",
-                          ids);
+    json_t *o =
+        json_pack("{s:s%, s:o}", "text", text->data ? text->data : "", text->len, "ids", ids);
     if (mask)
         json_object_set_new(o, "mask", m);
     else
@@ -68,8 +68,9 @@ static int run_render(const struct cli_cmd *cmd, const struct cli_args *a)
     /* a messages array, or an object holding one (a line of a training file) */
     json_t *messages = json_is_object(root) ? json_object_get(root, "messages") : root;
     if (!json_is_array(messages)) {
-        fprintf(stderr, "forja render: standard input must be a JSON array of messages or an "
-                        "object with \"messages\"%s%s\n",
+        fprintf(stderr,
+                "forja render: standard input must be a JSON array of messages or an "
+                "object with \"messages\"%s%s\n",
                 root ? "" : ": ", root ? "" : jerr.text);
         json_decref(root);
         return CLI_DATA_ERROR;
@@ -105,10 +106,12 @@ static int run_render(const struct cli_cmd *cmd, const struct cli_args *a)
 }
 
 static const struct cli_opt render_opts[] = {
-    {"model", "NAME|PATH", "The model whose chat template and tokenizer are used (default: "
-                           "the built-in model)."},
-    {"generation-prompt", NULL, "Render for generation: append the template's assistant "
-                                "header (add_generation_prompt), as the server does."},
+    {"model", "NAME|PATH",
+     "The model whose chat template and tokenizer are used (default: "
+     "the built-in model)."},
+    {"generation-prompt", NULL,
+     "Render for generation: append the template's assistant "
+     "header (add_generation_prompt), as the server does."},
     {"mask", NULL, "Also print which tokens count in the loss (1) and which do not (0)."},
     {"json", NULL, "Print one JSON object: text, ids and (with --mask) mask."},
     CLI_OPT_DATA_DIR,

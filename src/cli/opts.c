@@ -193,8 +193,8 @@ int cli_models_dir(const struct cli_cmd *cmd, const struct cli_args *a, char *ou
     return CLI_OK;
 }
 
-int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const char *name,
-                   char *out, size_t cap)
+int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const char *name, char *out,
+                   size_t cap)
 {
     char models[4096];
     int rc = cli_models_dir(cmd, a, models, sizeof models);
@@ -205,8 +205,7 @@ int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const ch
     struct fj_err err = {0};
     if (model_resolve(models, name, out, cap, &err) != 0) {
         fprintf(stderr, "forja %s: %s\n", cmd->name, err.msg);
-        return err.code == FJ_ERR_NOT_FOUND || err.code == FJ_ERR_INVALID ? CLI_USAGE
-                                                                          : CLI_FAILURE;
+        return err.code == FJ_ERR_NOT_FOUND || err.code == FJ_ERR_INVALID ? CLI_USAGE : CLI_FAILURE;
     }
     return CLI_OK;
 }

@@ -100,8 +100,7 @@ int fj_file_write_atomic(const char *path, const void *data, size_t len, struct 
     if (close(fd) != 0 && rc == 0)
         rc = fj_err_set(err, FJ_ERR_IO, "%s: %s", tmp, strerror(errno));
     if (rc == 0 && rename(tmp, path) != 0)
-        rc = fj_err_set(err, FJ_ERR_IO, "%s: cannot rename to %s: %s", tmp, path,
-                        strerror(errno));
+        rc = fj_err_set(err, FJ_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
     if (rc != 0) {
         unlink(tmp);
         return rc;

@@ -42,14 +42,14 @@ static void norm_backward(const struct model *m, float *dx, const float *dout, c
 {
     const struct model_config *c = &m->cfg;
     if (c->arch == MODEL_ARCH_GPT2)
-        nn_layernorm_backward(dx, model_grad_of(m, w), model_grad_of(m, b), dout, x, w, mean,
-                              rstd, N, c->n_embd);
+        nn_layernorm_backward(dx, model_grad_of(m, w), model_grad_of(m, b), dout, x, w, mean, rstd,
+                              N, c->n_embd);
     else
         nn_rmsnorm_backward(dx, model_grad_of(m, w), dout, x, w, rstd, N, c->n_embd);
 }
 
-void block_norm_forward(const struct model *m, float *out, float *mean, float *rstd,
-                        const float *x, int N)
+void block_norm_forward(const struct model *m, float *out, float *mean, float *rstd, const float *x,
+                        int N)
 {
     norm_forward(m, out, mean, rstd, x, m->lnf_w, m->lnf_b, N);
 }
@@ -79,8 +79,8 @@ static void lora_forward(const struct model *m, size_t si, float *out, int ldo, 
     nn_gemm(false, true, N, s->width, r, m->lora_scale, h, r, s->B, r, 1.0f, out + s->col, ldo);
 }
 
-static void lora_backward(const struct model *m, size_t si, float *dx, const float *dout,
-                          int ldo, const float *x, int N, const struct block_bufs *bb,
+static void lora_backward(const struct model *m, size_t si, float *dx, const float *dout, int ldo,
+                          const float *x, int N, const struct block_bufs *bb,
                           const struct block_grads *gb, bool train, uint64_t seed)
 {
     const struct model_lora_site *s = &m->sites[si];
@@ -149,8 +149,8 @@ void block_forward(const struct model *m, int l, float *out, const float *x,
         for (int n = 0; n < N; n++) {
             memcpy(at->k_cache + (size_t)(at->past + n) * KVW, bb->qkv + (size_t)n * QKV + AH,
                    (size_t)KVW * sizeof(float));
-            memcpy(at->v_cache + (size_t)(at->past + n) * KVW,
-                   bb->qkv + (size_t)n * QKV + AH + KVW, (size_t)KVW * sizeof(float));
+            memcpy(at->v_cache + (size_t)(at->past + n) * KVW, bb->qkv + (size_t)n * QKV + AH + KVW,
+                   (size_t)KVW * sizeof(float));
         }
         nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, at->k_cache, KVW, at->v_cache,
                              KVW, 1, N, at->past + N, NH, NKV, HS);
@@ -195,8 +195,8 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
                          c->act == MODEL_ACT_GELU_TANH);
     else
         nn_swiglu_backward(gb->dhid, gb->dact, bb->hid, N, FF);
-    nn_linear_backward(gb->dln, model_grad_of(m, y->wup), model_grad_of(m, y->bup), gb->dhid,
-                       HID, bb->ln2, y->wup, N, C, HID, true);
+    nn_linear_backward(gb->dln, model_grad_of(m, y->wup), model_grad_of(m, y->bup), gb->dhid, HID,
+                       bb->ln2, y->wup, N, C, HID, true);
     lora_sites_backward(m, l, MODEL_LINEAR_UP, gb->dln, gb->dhid, HID, bb->ln2, N, bb, gb, train,
                         seed);
     norm_backward(m, dres, gb->dln, bb->mid, y->ln2_w, y->ln2_b, bb->ln2_mean, bb->ln2_rstd, N);
@@ -204,8 +204,7 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
     /* mid = x + o(atty): dres now holds d(mid) and flows on to x */
     nn_linear_backward(gb->datty, model_grad_of(m, y->wo), model_grad_of(m, y->bo), dres, C,
                        bb->atty, y->wo, N, AH, C, true);
-    lora_sites_backward(m, l, MODEL_LINEAR_O, gb->datty, dres, C, bb->atty, N, bb, gb, train,
-                        seed);
+    lora_sites_backward(m, l, MODEL_LINEAR_O, gb->datty, dres, C, bb->atty, N, bb, gb, train, seed);
     memset(gb->dqkv, 0, (size_t)N * QKV * sizeof(float));
     nn_attention_backward(gb->dqkv, gb->dqkv + AH, gb->dqkv + AH + KVW, gb->datty, AH, bb->att,
                           bb->qkv, QKV, bb->qkv + AH, QKV, bb->qkv + AH + KVW, QKV, at->B, at->T,
@@ -214,8 +213,8 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
         nn_rope_backward(gb->dqkv, QKV, at->pos, at->cos_t, at->sin_t, N, NH, HS);
         nn_rope_backward(gb->dqkv + AH, QKV, at->pos, at->cos_t, at->sin_t, N, NKV, HS);
     }
-    nn_linear_backward(gb->dln, model_grad_of(m, y->wqkv), model_grad_of(m, y->bqkv), gb->dqkv,
-                       QKV, bb->ln1, y->wqkv, N, C, QKV, true);
+    nn_linear_backward(gb->dln, model_grad_of(m, y->wqkv), model_grad_of(m, y->bqkv), gb->dqkv, QKV,
+                       bb->ln1, y->wqkv, N, C, QKV, true);
     lora_sites_backward(m, l, MODEL_LINEAR_QKV, gb->dln, gb->dqkv, QKV, bb->ln1, N, bb, gb, train,
                         seed);
     norm_backward(m, dres, gb->dln, x, y->ln1_w, y->ln1_b, bb->ln1_mean, bb->ln1_rstd, N);

@@ -37,7 +37,7 @@ struct block_grads {
 /* Positions and attention inputs. Training: B rows of T tokens, k/v taken from qkv.
  * Inference: k_cache/v_cache (max_T, NKV*HS) of one sequence with `past` tokens cached. */
 struct block_attn {
-    const int32_t *pos;   /* (N) position of each row */
+    const int32_t *pos;         /* (N) position of each row */
     const float *cos_t, *sin_t; /* rotary tables (positions, HS/2) */
     int B, T;
     float *k_cache, *v_cache;
@@ -56,8 +56,8 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
                     const struct block_attn *at, int N, bool train, uint64_t seed);
 
 /* The final norm (model.norm / ln_f). */
-void block_norm_forward(const struct model *m, float *out, float *mean, float *rstd,
-                        const float *x, int N);
+void block_norm_forward(const struct model *m, float *out, float *mean, float *rstd, const float *x,
+                        int N);
 void block_norm_backward(const struct model *m, float *dx, const float *dout, const float *x,
                          const float *mean, const float *rstd, int N);
 

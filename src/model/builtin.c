@@ -21,10 +21,10 @@
 #include "model/folder.h"
 #include "model/model.h"
 
-#define BUILTIN_SEED 0x666f726a61ull /* "forja" */
-#define BUILTIN_INIT_STD 0.02        /* transformers' initializer_range for Llama */
-#define BUILTIN_IM_START 100264
-#define BUILTIN_IM_END 100265
+#define BUILTIN_SEED      0x666f726a61ull /* "forja" */
+#define BUILTIN_INIT_STD  0.02            /* transformers' initializer_range for Llama */
+#define BUILTIN_IM_START  100264
+#define BUILTIN_IM_END    100265
 #define BUILTIN_ENDOFTEXT 100257
 
 void model_builtin_config(struct model_config *cfg)
@@ -125,11 +125,10 @@ static int write_tokenizer(const char *dir, struct fj_err *err)
     fj_buf_free(&json);
     if (rc != 0)
         return rc;
-    json_t *tc = json_pack("{s:s, s:n, s:s, s:s, s:i, s:s, s:b}", "chat_template",
-                           chat_chatml_template(), "bos_token", "eos_token", "<|im_end|>",
-                           "pad_token", "<|endoftext|>", "model_max_length", 2048,
-                           "tokenizer_class", "PreTrainedTokenizerFast",
-                           "clean_up_tokenization_spaces", 0);
+    json_t *tc = json_pack(
+        "{s:s, s:n, s:s, s:s, s:i, s:s, s:b}", "chat_template", chat_chatml_template(), "bos_token",
+        "eos_token", "<|im_end|>", "pad_token", "<|endoftext|>", "model_max_length", 2048,
+        "tokenizer_class", "PreTrainedTokenizerFast", "clean_up_tokenization_spaces", 0);
     return write_json(dir, "tokenizer_config.json", tc, err);
 }
 

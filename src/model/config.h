@@ -36,10 +36,10 @@ enum model_act {
 #define MODEL_MAX_EOS 8
 
 /* Limits that make a config "absurd": anything beyond them is refused at parse time. */
-#define MODEL_MAX_LAYERS 1024
-#define MODEL_MAX_EMBD 65536
-#define MODEL_MAX_HEADS 1024
-#define MODEL_MAX_VOCAB (1 << 22)
+#define MODEL_MAX_LAYERS  1024
+#define MODEL_MAX_EMBD    65536
+#define MODEL_MAX_HEADS   1024
+#define MODEL_MAX_VOCAB   (1 << 22)
 #define MODEL_MAX_CONTEXT (1 << 22)
 
 struct model_config {
@@ -67,7 +67,7 @@ struct model_config {
     float rope_high_freq_factor; /* rope_scaling.high_freq_factor */
     int rope_original_n_ctx;     /* rope_scaling.original_max_position_embeddings */
     /* special ids: config.json, overridden by generation_config.json when present */
-    int bos_id;                /* bos_token_id, -1 if none */
+    int bos_id;                 /* bos_token_id, -1 if none */
     int eos_ids[MODEL_MAX_EOS]; /* eos_token_id (an int or a list) */
     int n_eos;
     char torch_dtype[16]; /* torch_dtype as written ("bfloat16", ...), "" if absent */
@@ -78,8 +78,7 @@ struct model_config {
  * does not divide the width, n_head not a multiple of n_kv_head, an unsupported activation
  * or rope_scaling type, or use_sliding_window true fail with FJ_ERR_FORMAT/FJ_ERR_RANGE
  * naming the key. */
-int model_config_parse(struct model_config *cfg, const char *json, size_t len,
-                       struct fj_err *err);
+int model_config_parse(struct model_config *cfg, const char *json, size_t len, struct fj_err *err);
 
 /* Reads dir/config.json, then dir/generation_config.json if present (its bos/eos ids win).
  * Errors name the file. */

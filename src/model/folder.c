@@ -35,7 +35,8 @@ static const char *template_text(const json_t *v)
     size_t i;
     json_t *e;
     if (json_is_array(v))
-        json_array_foreach(v, i, e) {
+        json_array_foreach(v, i, e)
+        {
             const char *name = json_string_value(json_object_get(e, "name"));
             if (name && strcmp(name, "default") == 0)
                 return json_string_value(json_object_get(e, "template"));
@@ -100,7 +101,8 @@ int model_info_open(struct model_info *info, const char *path, struct fj_err *er
     if (rc == 0 && !fj_file_exists(file)) {
         snprintf(file, sizeof file, "%s/tokenizer.model", path);
         rc = fj_file_exists(file)
-                 ? fj_err_set(err, FJ_ERR_INVALID, "%s: SentencePiece tokenizers (tokenizer.model) "
+                 ? fj_err_set(err, FJ_ERR_INVALID,
+                              "%s: SentencePiece tokenizers (tokenizer.model) "
                               "are not supported yet; forja reads byte-level BPE tokenizer.json",
                               path)
                  : fj_err_set(err, FJ_ERR_NOT_FOUND, "%s: no tokenizer.json", path);
@@ -119,9 +121,10 @@ int model_info_open(struct model_info *info, const char *path, struct fj_err *er
         !(info->tmpl = chat_template_new(info->template_src, strlen(info->template_src), err)))
         rc = err ? err->code : FJ_ERR_FORMAT;
     if (rc == 0 && tok_encoding_n_vocab(info->enc) > (uint32_t)info->cfg.vocab_size)
-        rc = fj_err_set(err, FJ_ERR_FORMAT, "%s: the tokenizer has %u tokens, more than the "
-                        "model's vocab_size %d", path, tok_encoding_n_vocab(info->enc),
-                        info->cfg.vocab_size);
+        rc = fj_err_set(err, FJ_ERR_FORMAT,
+                        "%s: the tokenizer has %u tokens, more than the "
+                        "model's vocab_size %d",
+                        path, tok_encoding_n_vocab(info->enc), info->cfg.vocab_size);
     if (rc != 0) {
         model_info_close(info);
         return rc;
@@ -165,8 +168,10 @@ int model_resolve(const char *models_dir, const char *name, char *out, size_t ca
     if (strcmp(name, MODEL_BUILTIN_NAME) == 0)
         return model_builtin_create(out, err);
     if (!is_dir(out))
-        return fj_err_set(err, FJ_ERR_NOT_FOUND, "no model \"%s\" in %s (forja models list "
-                          "shows the installed ones)", name, models_dir);
+        return fj_err_set(err, FJ_ERR_NOT_FOUND,
+                          "no model \"%s\" in %s (forja models list "
+                          "shows the installed ones)",
+                          name, models_dir);
     return 0;
 }
 
@@ -182,12 +187,11 @@ static int keep_text(struct chat_rendered *r, struct fj_buf *text)
 }
 
 int model_info_render_training(const struct model_info *info, const json_t *messages,
-                               struct fj_buf *text, struct chat_tokens *tokens,
-                               struct fj_err *err)
+                               struct fj_buf *text, struct chat_tokens *tokens, struct fj_err *err)
 {
     struct chat_rendered r = {0};
-    int rc = chat_render_conversation(info->tmpl, messages, info->bos_token, info->eos_token, &r,
-                                      err);
+    int rc =
+        chat_render_conversation(info->tmpl, messages, info->bos_token, info->eos_token, &r, err);
     if (rc == 0)
         rc = chat_tokenize(&r, info->enc, tokens, err);
     if (rc != 0) {
@@ -202,9 +206,8 @@ int model_info_render_prompt(const struct model_info *info, const json_t *messag
 {
     if (!json_is_array(messages))
         return fj_err_set(err, FJ_ERR_INVALID, "messages must be an array");
-    json_t *ctx = json_pack("{s:O, s:b, s:s?, s:s?}", "messages", messages,
-                            "add_generation_prompt", 1, "bos_token", info->bos_token,
-                            "eos_token", info->eos_token);
+    json_t *ctx = json_pack("{s:O, s:b, s:s?, s:s?}", "messages", messages, "add_generation_prompt",
+                            1, "bos_token", info->bos_token, "eos_token", info->eos_token);
     if (!ctx)
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
     struct chat_rendered r = {0};

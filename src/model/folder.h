@@ -25,11 +25,11 @@
 struct model_info {
     char path[4096];
     struct model_config cfg;
-    struct tok_encoding *enc;     /* owned: the model's tokenizer */
-    struct chat_template *tmpl;   /* owned: the chat template (ChatML when the model has none) */
-    char *template_src;           /* owned: its text */
-    bool template_is_default;     /* true when the folder had no template (ChatML is used) */
-    char *bos_token, *eos_token;  /* owned, NULL when the tokenizer config names none */
+    struct tok_encoding *enc;    /* owned: the model's tokenizer */
+    struct chat_template *tmpl;  /* owned: the chat template (ChatML when the model has none) */
+    char *template_src;          /* owned: its text */
+    bool template_is_default;    /* true when the folder had no template (ChatML is used) */
+    char *bos_token, *eos_token; /* owned, NULL when the tokenizer config names none */
     uint32_t stop_ids[MODEL_MAX_STOP]; /* end-of-turn / eos ids generation stops at */
     int n_stop;
 };
@@ -44,8 +44,7 @@ void model_info_close(struct model_info *info);
  * the tokens of assistant turns that count in the loss (chat.h states the rule). text and
  * tokens must be zeroed or freed; text may be NULL. */
 int model_info_render_training(const struct model_info *info, const json_t *messages,
-                               struct fj_buf *text, struct chat_tokens *tokens,
-                               struct fj_err *err);
+                               struct fj_buf *text, struct chat_tokens *tokens, struct fj_err *err);
 
 /* A prompt for generation: messages rendered with add_generation_prompt, tokenized the same
  * way (mask all 0). */

@@ -20,7 +20,7 @@ struct model_kv {
     float *k, *v;         /* (L, max_T, NKV * HS) */
     float *cos_t, *sin_t; /* (max_T, HS/2) */
     struct block_bufs bb;
-    float *x, *y;         /* (CHUNK, C) */
+    float *x, *y; /* (CHUNK, C) */
     float *lnf, *lnf_mean, *lnf_rstd;
     float *block;
     int32_t pos[MODEL_KV_CHUNK];
@@ -118,8 +118,11 @@ static void kv_chunk(struct model_kv *kv, const int32_t *tokens, int n)
         kv->pos[i] = kv->len + i;
     nn_embedding_forward(kv->x, tokens, kv->pos, m->wte, m->wpe, n, (int)C);
     for (int l = 0; l < c->n_layer; l++) {
-        struct block_attn at = {.pos = kv->pos, .cos_t = kv->cos_t, .sin_t = kv->sin_t,
-                                .B = 1, .T = n,
+        struct block_attn at = {.pos = kv->pos,
+                                .cos_t = kv->cos_t,
+                                .sin_t = kv->sin_t,
+                                .B = 1,
+                                .T = n,
                                 .k_cache = kv->k + (size_t)l * kv->max_T * kvw,
                                 .v_cache = kv->v + (size_t)l * kv->max_T * kvw,
                                 .past = kv->len};

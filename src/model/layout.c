@@ -23,8 +23,8 @@ static size_t align_up(size_t n)
 /* The layout pass runs twice: first to count (base == NULL), then to point. */
 struct layout {
     struct model *m;
-    float *base;    /* NULL while counting */
-    size_t used;    /* floats */
+    float *base; /* NULL while counting */
+    size_t used; /* floats */
     size_t n_params;
 };
 
@@ -78,12 +78,13 @@ static void layout_llama(struct layout *lo)
         y->wqkv = take(lo, (QR + 2 * KR) * C);
         add_param(lo, rows(y->wqkv, 0, C), false, QR, C, "%s.%d.self_attn.q_proj.weight", pre, l);
         add_param(lo, rows(y->wqkv, QR, C), false, KR, C, "%s.%d.self_attn.k_proj.weight", pre, l);
-        add_param(lo, rows(y->wqkv, QR + KR, C), false, KR, C, "%s.%d.self_attn.v_proj.weight",
-                  pre, l);
+        add_param(lo, rows(y->wqkv, QR + KR, C), false, KR, C, "%s.%d.self_attn.v_proj.weight", pre,
+                  l);
         if (c->qkv_bias) {
             y->bqkv = take(lo, QR + 2 * KR);
             add_param(lo, rows(y->bqkv, 0, 1), false, QR, 0, "%s.%d.self_attn.q_proj.bias", pre, l);
-            add_param(lo, rows(y->bqkv, QR, 1), false, KR, 0, "%s.%d.self_attn.k_proj.bias", pre, l);
+            add_param(lo, rows(y->bqkv, QR, 1), false, KR, 0, "%s.%d.self_attn.k_proj.bias", pre,
+                      l);
             add_param(lo, rows(y->bqkv, QR + KR, 1), false, KR, 0, "%s.%d.self_attn.v_proj.bias",
                       pre, l);
         }
@@ -212,7 +213,7 @@ struct model *model_new(const struct model_config *cfg, struct fj_err *err)
     m->params = calloc(lo.n_params, sizeof *m->params);
     if (!m->w || !m->params) {
         fj_err_set(err, FJ_ERR_NOMEM, "cannot allocate %zu MiB of weights",
-                    m->n_w * sizeof(float) >> 20);
+                   m->n_w * sizeof(float) >> 20);
         model_free(m);
         return NULL;
     }

@@ -55,8 +55,10 @@ static int add_target(const struct model_config *cfg, const char *name, size_t l
             *targets |= target_names[i].bit;
             return 0;
         }
-    return fj_err_set(err, FJ_ERR_INVALID, "LoRA target \"%.*s\" is not a linear layer of %s "
-                      "(use %s or all-linear)", (int)len, name, cfg->architecture,
+    return fj_err_set(err, FJ_ERR_INVALID,
+                      "LoRA target \"%.*s\" is not a linear layer of %s "
+                      "(use %s or all-linear)",
+                      (int)len, name, cfg->architecture,
                       cfg->arch == MODEL_ARCH_GPT2 ? "c_attn, c_proj, c_fc"
                                                    : "q_proj, k_proj, v_proj, o_proj, gate_proj, "
                                                      "up_proj, down_proj");
@@ -86,8 +88,8 @@ static void site_module(const struct model *m, const struct model_lora_site *s, 
 {
     const char *mod = "?";
     if (m->cfg.arch == MODEL_ARCH_GPT2) {
-        mod = s->linear == MODEL_LINEAR_QKV ? "attn.c_attn"
-              : s->linear == MODEL_LINEAR_O ? "attn.c_proj"
+        mod = s->linear == MODEL_LINEAR_QKV  ? "attn.c_attn"
+              : s->linear == MODEL_LINEAR_O  ? "attn.c_proj"
               : s->linear == MODEL_LINEAR_UP ? "mlp.c_fc"
                                              : "mlp.c_proj";
         snprintf(out, cap, "base_model.model.transformer.h.%d.%s", s->layer, mod);
@@ -96,8 +98,8 @@ static void site_module(const struct model *m, const struct model_lora_site *s, 
     for (size_t i = 0; i < N_TARGET_NAMES; i++)
         if (target_names[i].bit == bit)
             mod = target_names[i].name;
-    const char *group = bit & (MODEL_LORA_GATE | MODEL_LORA_UP | MODEL_LORA_DOWN) ? "mlp"
-                                                                                  : "self_attn";
+    const char *group =
+        bit & (MODEL_LORA_GATE | MODEL_LORA_UP | MODEL_LORA_DOWN) ? "mlp" : "self_attn";
     snprintf(out, cap, "base_model.model.model.layers.%d.%s.%s", s->layer, group, mod);
 }
 
@@ -128,8 +130,10 @@ static size_t layer_sites(const struct model *m, int l, unsigned targets,
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++)
         if (targets & specs[i].bit) {
             if (out) {
-                out[n] = (struct model_lora_site){.layer = l, .linear = specs[i].lin,
-                                                  .col = specs[i].col, .width = specs[i].width,
+                out[n] = (struct model_lora_site){.layer = l,
+                                                  .linear = specs[i].lin,
+                                                  .col = specs[i].col,
+                                                  .width = specs[i].width,
                                                   .in = specs[i].in};
                 bits[n] = specs[i].bit;
             }
@@ -156,14 +160,16 @@ static int lora_build(struct model *m, const struct model_lora_config *lc, struc
         return fj_err_set(err, FJ_ERR_INVALID, "the model is set up for full fine-tuning");
     if (lc->r < 1 || lc->r > 4096 || !(lc->alpha > 0) || !(lc->dropout >= 0) ||
         !(lc->dropout < 1) || !lc->targets || (lc->targets & ~all_targets(c)))
-        return fj_err_set(err, FJ_ERR_INVALID, "LoRA settings out of range (r %d, alpha %g, "
-                          "dropout %g)", lc->r, lc->alpha, lc->dropout);
+        return fj_err_set(err, FJ_ERR_INVALID,
+                          "LoRA settings out of range (r %d, alpha %g, "
+                          "dropout %g)",
+                          lc->r, lc->alpha, lc->dropout);
     size_t per_layer = layer_sites(m, 0, lc->targets, NULL, NULL);
     size_t n_sites = per_layer * (size_t)c->n_layer;
     m->sites = calloc(n_sites, sizeof *m->sites);
     unsigned *bits = calloc(n_sites, sizeof *bits);
-    struct model_param *params = realloc(m->params, (m->n_base_params + 2 * n_sites) *
-                                                        sizeof *params);
+    struct model_param *params =
+        realloc(m->params, (m->n_base_params + 2 * n_sites) * sizeof *params);
     if (params)
         m->params = params;
     if (!m->sites || !bits || !params) {
@@ -196,12 +202,18 @@ static int lora_build(struct model *m, const struct model_lora_config *lc, struc
         w += (size_t)lc->r * site->width;
         g += (size_t)lc->r * site->width;
         struct model_param *pa = &m->params[m->n_base_params + 2 * s], *pb = pa + 1;
-        *pa = (struct model_param){.ndim = 2, .shape = {lc->r, site->in},
-                                   .numel = (size_t)lc->r * site->in, .lora = true,
-                                   .data = site->A, .grad = site->dA};
-        *pb = (struct model_param){.ndim = 2, .shape = {site->width, lc->r},
-                                   .numel = (size_t)lc->r * site->width, .lora = true,
-                                   .data = site->B, .grad = site->dB};
+        *pa = (struct model_param){.ndim = 2,
+                                   .shape = {lc->r, site->in},
+                                   .numel = (size_t)lc->r * site->in,
+                                   .lora = true,
+                                   .data = site->A,
+                                   .grad = site->dA};
+        *pb = (struct model_param){.ndim = 2,
+                                   .shape = {site->width, lc->r},
+                                   .numel = (size_t)lc->r * site->width,
+                                   .lora = true,
+                                   .data = site->B,
+                                   .grad = site->dB};
         snprintf(pa->name, sizeof pa->name, "%s.lora_A.weight", module);
         snprintf(pb->name, sizeof pb->name, "%s.lora_B.weight", module);
     }
@@ -267,8 +279,8 @@ static int read_adapter_config(const struct model *m, const char *path,
     json_t *dora = json_object_get(root, "use_dora"), *rs = json_object_get(root, "use_rslora");
     json_t *layers = json_object_get(root, "layers_to_transform");
     json_t *save = json_object_get(root, "modules_to_save");
-    json_t *ranks = json_object_get(root, "rank_pattern"), *alphas = json_object_get(root,
-                                                                                     "alpha_pattern");
+    json_t *ranks = json_object_get(root, "rank_pattern"),
+           *alphas = json_object_get(root, "alpha_pattern");
     if (!ptype || strcmp(ptype, "LORA") != 0)
         rc = config_error(err, path, "peft_type is not \"LORA\"");
     else if (!json_is_integer(r) || !json_is_number(alpha))
@@ -280,8 +292,9 @@ static int read_adapter_config(const struct model *m, const char *path,
     else if ((layers && !json_is_null(layers)) || (save && !json_is_null(save)) ||
              (json_is_object(ranks) && json_object_size(ranks)) ||
              (json_is_object(alphas) && json_object_size(alphas)))
-        rc = config_error(err, path, "layers_to_transform, modules_to_save, rank_pattern and "
-                                     "alpha_pattern are not supported");
+        rc = config_error(err, path,
+                          "layers_to_transform, modules_to_save, rank_pattern and "
+                          "alpha_pattern are not supported");
     if (rc == 0) {
         lc->r = (int)json_integer_value(r);
         lc->alpha = (float)json_number_value(alpha);
@@ -291,7 +304,8 @@ static int read_adapter_config(const struct model *m, const char *path,
         if (json_is_array(targets)) {
             size_t i;
             json_t *t;
-            json_array_foreach(targets, i, t) {
+            json_array_foreach(targets, i, t)
+            {
                 const char *name = json_string_value(t);
                 if (!name) {
                     rc = config_error(err, path, "target_modules holds a non-string");
@@ -307,8 +321,9 @@ static int read_adapter_config(const struct model *m, const char *path,
                    strcmp(json_string_value(targets), "all-linear") == 0) {
             lc->targets = all_targets(&m->cfg);
         } else {
-            rc = config_error(err, path, "target_modules must be a list of module names or "
-                                         "\"all-linear\" (regular expressions are not supported)");
+            rc = config_error(err, path,
+                              "target_modules must be a list of module names or "
+                              "\"all-linear\" (regular expressions are not supported)");
         }
     }
     json_decref(root);
@@ -355,12 +370,11 @@ int model_lora_save(const struct model *m, const char *dir, const char *base_mod
             json_array_append_new(targets, json_string(target_names[i].name));
     json_t *cfg = json_pack(
         "{s:s, s:s, s:s?, s:i, s:f, s:f, s:o, s:b, s:s, s:b, s:b, s:b, s:n, s:n, s:b, s:s?}",
-        "peft_type", "LORA", "task_type", "CAUSAL_LM", "base_model_name_or_path", base_model,
-        "r", m->lora.r, "lora_alpha", (double)m->lora.alpha, "lora_dropout",
-        (double)m->lora.dropout, "target_modules", targets, "fan_in_fan_out",
-        m->cfg.arch == MODEL_ARCH_GPT2, "bias", "none", "use_rslora", 0, "use_dora", 0,
-        "inference_mode", 1, "modules_to_save", "layers_to_transform", "init_lora_weights", 1,
-        "revision", NULL);
+        "peft_type", "LORA", "task_type", "CAUSAL_LM", "base_model_name_or_path", base_model, "r",
+        m->lora.r, "lora_alpha", (double)m->lora.alpha, "lora_dropout", (double)m->lora.dropout,
+        "target_modules", targets, "fan_in_fan_out", m->cfg.arch == MODEL_ARCH_GPT2, "bias", "none",
+        "use_rslora", 0, "use_dora", 0, "inference_mode", 1, "modules_to_save",
+        "layers_to_transform", "init_lora_weights", 1, "revision", NULL);
     char *text = cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(cfg);
     char path[4096];
@@ -374,8 +388,8 @@ int model_lora_save(const struct model *m, const char *dir, const char *base_mod
     if (rc == 0 && (!entries || !owned))
         rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
     if (rc == 0)
-        rc = model_params_entries(m->params + m->n_base_params, n, MODEL_DTYPE_F32, entries,
-                                  owned, err);
+        rc = model_params_entries(m->params + m->n_base_params, n, MODEL_DTYPE_F32, entries, owned,
+                                  err);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (rc == 0)
         rc = model_st_write(path, entries, n, NULL, err);

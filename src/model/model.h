@@ -64,8 +64,7 @@ void model_free(struct model *m);
 /* Writes config.json and model.safetensors (in dtype F32 or BF16) into dir (created if
  * missing), with HF's names and layouts; tensors tied to others are not written. Files are
  * replaced atomically. Tokenizer files are the caller's to copy. */
-int model_save(const struct model *m, const char *dir, enum model_dtype dtype,
-               struct fj_err *err);
+int model_save(const struct model *m, const char *dir, enum model_dtype dtype, struct fj_err *err);
 
 /* The model's config. Borrowed. */
 const struct model_config *model_get_config(const struct model *m);
@@ -95,15 +94,15 @@ enum model_lora_target {
     MODEL_LORA_UP = 1 << 5,   /* up_proj */
     MODEL_LORA_DOWN = 1 << 6, /* down_proj */
     /* GPT-2 */
-    MODEL_LORA_C_ATTN = 1 << 7,    /* attn.c_attn (fused q, k, v) */
-    MODEL_LORA_C_PROJ = 1 << 8,    /* attn.c_proj and mlp.c_proj (PEFT matches both) */
-    MODEL_LORA_C_FC = 1 << 9,      /* mlp.c_fc */
+    MODEL_LORA_C_ATTN = 1 << 7, /* attn.c_attn (fused q, k, v) */
+    MODEL_LORA_C_PROJ = 1 << 8, /* attn.c_proj and mlp.c_proj (PEFT matches both) */
+    MODEL_LORA_C_FC = 1 << 9,   /* mlp.c_fc */
 };
 
 struct model_lora_config {
-    int r;           /* rank */
-    float alpha;     /* lora_alpha; the update is scaled by alpha / r */
-    float dropout;   /* lora_dropout, applied to the LoRA branch's input while training */
+    int r;            /* rank */
+    float alpha;      /* lora_alpha; the update is scaled by alpha / r */
+    float dropout;    /* lora_dropout, applied to the LoRA branch's input while training */
     unsigned targets; /* enum model_lora_target bits */
 };
 

@@ -9,12 +9,12 @@
  * config has no such tensor (biases). C = n_embd, QKV = (NH + 2 NKV) HS, AH = NH HS,
  * HID = 2 FF (Llama: gate rows then up rows) or FF (GPT-2). */
 struct model_layer {
-    float *ln1_w, *ln1_b;   /* (C) attention norm; bias: GPT-2 only */
-    float *wqkv, *bqkv;     /* (QKV, C), (QKV): q rows, then k, then v */
-    float *wo, *bo;         /* (C, AH), (C) */
-    float *ln2_w, *ln2_b;   /* (C) MLP norm */
-    float *wup, *bup;       /* (HID, C), (HID) */
-    float *wdown, *bdown;   /* (C, FF), (C) */
+    float *ln1_w, *ln1_b; /* (C) attention norm; bias: GPT-2 only */
+    float *wqkv, *bqkv;   /* (QKV, C), (QKV): q rows, then k, then v */
+    float *wo, *bo;       /* (C, AH), (C) */
+    float *ln2_w, *ln2_b; /* (C) MLP norm */
+    float *wup, *bup;     /* (HID, C), (HID) */
+    float *wdown, *bdown; /* (C, FF), (C) */
 };
 
 /* Which fused linear of a layer a LoRA site adds to. */
@@ -33,22 +33,22 @@ struct model_lora_site {
 
 struct model {
     struct model_config cfg;
-    int QKV, AH, HID;     /* derived widths, see struct model_layer */
-    float *w;             /* all base weights, one block of n_w floats */
-    float *g;             /* their gradients (same offsets) for full fine-tuning, or NULL */
+    int QKV, AH, HID; /* derived widths, see struct model_layer */
+    float *w;         /* all base weights, one block of n_w floats */
+    float *g;         /* their gradients (same offsets) for full fine-tuning, or NULL */
     size_t n_w;
-    float *wte;           /* (V, C) */
-    float *wpe;           /* (n_ctx, C) GPT-2, else NULL */
+    float *wte;                 /* (V, C) */
+    float *wpe;                 /* (n_ctx, C) GPT-2, else NULL */
     struct model_layer *layers; /* (L) */
-    float *lnf_w, *lnf_b; /* (C) */
-    float *wlm;           /* (V, C); == wte when tied */
-    double *inv_freq;     /* (HS / 2) rotary inverse frequencies (Llama, Qwen2) */
+    float *lnf_w, *lnf_b;       /* (C) */
+    float *wlm;                 /* (V, C); == wte when tied */
+    double *inv_freq;           /* (HS / 2) rotary inverse frequencies (Llama, Qwen2) */
     struct model_param *params; /* base tensors, then LoRA */
     size_t n_params, n_base_params;
     /* LoRA */
     bool has_lora;
     struct model_lora_config lora;
-    float lora_scale;     /* alpha / r */
+    float lora_scale; /* alpha / r */
     struct model_lora_site *sites;
     size_t n_sites;
     float *lora_w, *lora_g; /* all A/B matrices and their gradients */

@@ -14,15 +14,15 @@
 struct model_run {
     struct model *m;
     int B, T, N;
-    int32_t *tokens, *targets, *pos; /* (N) */
-    float *mask;                     /* (N) */
-    float *cos_t, *sin_t;            /* (T, HS/2) */
-    float *res;                      /* (L + 1, N, C) residual stream at each block's input */
-    struct block_bufs *bufs;         /* (L) */
+    int32_t *tokens, *targets, *pos;  /* (N) */
+    float *mask;                      /* (N) */
+    float *cos_t, *sin_t;             /* (T, HS/2) */
+    float *res;                       /* (L + 1, N, C) residual stream at each block's input */
+    struct block_bufs *bufs;          /* (L) */
     float *lnf, *lnf_mean, *lnf_rstd; /* (N, C), (N), (N) */
-    float *logits;                   /* (N, V), then dlogits after backward */
-    float *losses;                   /* (N) */
-    float *dres;                     /* (N, C) */
+    float *logits;                    /* (N, V), then dlogits after backward */
+    float *losses;                    /* (N) */
+    float *dres;                      /* (N, C) */
     struct block_grads gb;
     float *block; /* the one allocation */
     int32_t *ints;
@@ -155,8 +155,8 @@ const float *model_run_logits(const struct model_run *r)
 
 static struct block_attn run_attn(const struct model_run *r)
 {
-    return (struct block_attn){.pos = r->pos, .cos_t = r->cos_t, .sin_t = r->sin_t,
-                               .B = r->B, .T = r->T};
+    return (struct block_attn){
+        .pos = r->pos, .cos_t = r->cos_t, .sin_t = r->sin_t, .B = r->B, .T = r->T};
 }
 
 int model_forward(struct model_run *r, const int32_t *tokens, const int32_t *targets,
@@ -169,11 +169,15 @@ int model_forward(struct model_run *r, const int32_t *tokens, const int32_t *tar
     for (int n = 0; n < N; n++) {
         float w = mask ? mask[n] : 1.0f;
         if (tokens[n] < 0 || tokens[n] >= V)
-            return fj_err_set(err, FJ_ERR_RANGE, "token id %d at position %d is outside the "
-                              "vocabulary (%d)", tokens[n], n, V);
+            return fj_err_set(err, FJ_ERR_RANGE,
+                              "token id %d at position %d is outside the "
+                              "vocabulary (%d)",
+                              tokens[n], n, V);
         if (w != 0.0f && (targets[n] < 0 || targets[n] >= V))
-            return fj_err_set(err, FJ_ERR_RANGE, "target id %d at position %d is outside the "
-                              "vocabulary (%d)", targets[n], n, V);
+            return fj_err_set(err, FJ_ERR_RANGE,
+                              "target id %d at position %d is outside the "
+                              "vocabulary (%d)",
+                              targets[n], n, V);
         r->mask[n] = w;
     }
     memcpy(r->tokens, tokens, (size_t)N * sizeof(int32_t));
@@ -219,11 +223,11 @@ void model_backward(struct model_run *r)
     nn_crossentropy_backward(r->logits, r->targets, r->mask, dloss, N, V);
 
     struct block_attn at = run_attn(r);
-    nn_linear_backward(r->gb.dln, model_grad_of(m, m->wlm), NULL, r->logits, V, r->lnf, m->wlm,
-                       N, C, V, true);
+    nn_linear_backward(r->gb.dln, model_grad_of(m, m->wlm), NULL, r->logits, V, r->lnf, m->wlm, N,
+                       C, V, true);
     memset(r->dres, 0, (size_t)N * C * sizeof(float));
-    block_norm_backward(m, r->dres, r->gb.dln, r->res + (size_t)L * N * C, r->lnf_mean,
-                        r->lnf_rstd, N);
+    block_norm_backward(m, r->dres, r->gb.dln, r->res + (size_t)L * N * C, r->lnf_mean, r->lnf_rstd,
+                        N);
     for (int l = L - 1; l >= 0; l--)
         block_backward(m, l, r->dres, r->res + (size_t)l * N * C, &r->bufs[l], &r->gb, &at, N,
                        r->train, r->seed);

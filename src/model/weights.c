@@ -13,8 +13,8 @@
 #include "model/model_internal.h"
 
 /* HF's original GPT-2 checkpoints name tensors without the "transformer." prefix. */
-static const struct model_st_tensor *find_tensor(const struct model_st *st,
-                                                 const struct model *m, const char *name)
+static const struct model_st_tensor *find_tensor(const struct model_st *st, const struct model *m,
+                                                 const char *name)
 {
     const struct model_st_tensor *t = model_st_find(st, name);
     const char *prefix = "transformer.";
@@ -45,8 +45,9 @@ int model_param_read(struct model_param *p, const struct model_st_tensor *t, con
         for (int d = 0; d < p->ndim; d++)
             snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
                      (long long)p->shape[d]);
-        return fj_err_set(err, FJ_ERR_FORMAT, "%s: tensor %s has shape [%s], the config implies [%s]",
-                          where, p->name, got, want);
+        return fj_err_set(err, FJ_ERR_FORMAT,
+                          "%s: tensor %s has shape [%s], the config implies [%s]", where, p->name,
+                          got, want);
     }
     if (t->dtype == MODEL_DTYPE_OTHER)
         return fj_err_set(err, FJ_ERR_FORMAT, "%s: tensor %s is %s; forja reads F32, F16 and BF16",
@@ -115,8 +116,7 @@ int model_params_entries(const struct model_param *params, size_t n, enum model_
     return 0;
 }
 
-int model_save(const struct model *m, const char *dir, enum model_dtype dtype,
-               struct fj_err *err)
+int model_save(const struct model *m, const char *dir, enum model_dtype dtype, struct fj_err *err)
 {
     if (dtype != MODEL_DTYPE_F32 && dtype != MODEL_DTYPE_BF16 && dtype != MODEL_DTYPE_F16)
         return fj_err_set(err, FJ_ERR_INVALID, "models are saved as F32, BF16 or F16");
@@ -124,8 +124,9 @@ int model_save(const struct model *m, const char *dir, enum model_dtype dtype,
         return err ? err->code : FJ_ERR_IO;
     struct model_config cfg = m->cfg;
     snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s",
-             dtype == MODEL_DTYPE_F32 ? "float32" : dtype == MODEL_DTYPE_BF16 ? "bfloat16"
-                                                                              : "float16");
+             dtype == MODEL_DTYPE_F32    ? "float32"
+             : dtype == MODEL_DTYPE_BF16 ? "bfloat16"
+                                         : "float16");
     struct fj_buf json = {0};
     char path[4096];
     int rc = model_config_to_json(&cfg, &json, err);

@@ -13,7 +13,7 @@
 #include "nn/vec.h"
 
 #define NN_SQRT_2_OVER_PI 0.7978845608028654f
-#define NN_GELU_CUBIC 0.044715f
+#define NN_GELU_CUBIC     0.044715f
 
 static inline float sigmoidf(float x)
 {
@@ -53,7 +53,7 @@ static NN_VEC_CLONES void swiglu_rows(float *out, const float *hidden, size_t r0
 
 void nn_swiglu_forward(float *out, const float *hidden, int N, int FF)
 {
-#pragma omp parallel NN_PAR_IF((double)N * FF)
+#pragma omp parallel NN_PAR_IF((double)N *FF)
     {
         size_t b, e;
         thread_share((size_t)N, &b, &e);
@@ -62,8 +62,8 @@ void nn_swiglu_forward(float *out, const float *hidden, int N, int FF)
 }
 
 /* d/dg [g sig(g)] = sig(g) (1 + g (1 - sig(g))) */
-static NN_VEC_CLONES void swiglu_back_rows(float *dhidden, const float *dout,
-                                           const float *hidden, size_t r0, size_t r1, size_t FF)
+static NN_VEC_CLONES void swiglu_back_rows(float *dhidden, const float *dout, const float *hidden,
+                                           size_t r0, size_t r1, size_t FF)
 {
     for (size_t n = r0; n < r1; n++) {
         const float *gate = hidden + n * 2 * FF, *up = gate + FF;
@@ -73,8 +73,8 @@ static NN_VEC_CLONES void swiglu_back_rows(float *dhidden, const float *dout,
         for (; i + 8 <= FF; i += 8) {
             nn_v8f g = nn_v8_load(gate + i), dyv = nn_v8_load(dy + i);
             nn_v8f sg = 1.0f / (1.0f + nn_v8_exp(-g));
-            nn_v8_store(dgate + i,
-                        nn_v8_load(dgate + i) + dyv * nn_v8_load(up + i) * sg * (1.0f + g * (1.0f - sg)));
+            nn_v8_store(dgate + i, nn_v8_load(dgate + i) +
+                                       dyv * nn_v8_load(up + i) * sg * (1.0f + g * (1.0f - sg)));
             nn_v8_store(dup + i, nn_v8_load(dup + i) + dyv * g * sg);
         }
         for (; i < FF; i++) {
@@ -87,7 +87,7 @@ static NN_VEC_CLONES void swiglu_back_rows(float *dhidden, const float *dout,
 
 void nn_swiglu_backward(float *dhidden, const float *dout, const float *hidden, int N, int FF)
 {
-#pragma omp parallel NN_PAR_IF((double)N * FF)
+#pragma omp parallel NN_PAR_IF((double)N *FF)
     {
         size_t b, e;
         thread_share((size_t)N, &b, &e);
@@ -144,8 +144,7 @@ void nn_gelu_forward(float *out, const float *inp, size_t n, bool tanh_approx)
     }
 }
 
-void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n,
-                      bool tanh_approx)
+void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n, bool tanh_approx)
 {
 #pragma omp parallel NN_PAR_IF(n)
     {
@@ -156,8 +155,8 @@ void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
         } else {
             for (size_t i = b; i < e; i++) {
                 double x = inp[i];
-                double grad = 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) /
-                                                                     sqrt(2.0 * M_PI);
+                double grad =
+                    0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
                 dinp[i] += dout[i] * (float)grad;
             }
         }

@@ -18,13 +18,13 @@
  * row's position, so the products skip most of the masked upper triangle. */
 #define ATT_BLOCK 64
 
-void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq,
-                          const float *k, int ldk, const float *v, int ldv, int B, int Tq,
-                          int Tk, int NH, int NKV, int HS)
+void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq, const float *k,
+                          int ldk, const float *v, int ldv, int B, int Tq, int Tk, int NH, int NKV,
+                          int HS)
 {
     int group = NH / NKV, off = Tk - Tq;
     float scale = 1.0f / sqrtf((float)HS);
-#pragma omp parallel for schedule(dynamic, 1) NN_PAR_IF((double)B * NH * Tq * Tk * HS)
+#pragma omp parallel for schedule(dynamic, 1) NN_PAR_IF((double)B *NH *Tq *Tk *HS)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, g = h / group;
         const float *qh = q + (size_t)b * Tq * ldq + (size_t)h * HS;
@@ -62,7 +62,7 @@ void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, i
     float scale = 1.0f / sqrtf((float)HS);
     /* One (b, kv head) per task: the query heads of a group all add into the same dK, dV,
      * so they stay on one thread. */
-#pragma omp parallel for schedule(dynamic, 1) NN_PAR_IF((double)B * NH * T * T * HS)
+#pragma omp parallel for schedule(dynamic, 1) NN_PAR_IF((double)B *NH *T *T *HS)
     for (int bg = 0; bg < B * NKV; bg++) {
         int b = bg / NKV, g = bg % NKV;
         float *dp = scratch + (size_t)omp_get_thread_num() * T * T;

@@ -2,10 +2,10 @@
 #include "nn/nn.h"
 #include "nn/par.h"
 
-void nn_embedding_forward(float *out, const int32_t *tokens, const int32_t *pos,
-                          const float *wte, const float *wpe, int N, int C)
+void nn_embedding_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
+                          const float *wpe, int N, int C)
 {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
     for (int n = 0; n < N; n++) {
         const float *e = wte + (size_t)tokens[n] * C;
         float *y = out + (size_t)n * C;

@@ -34,8 +34,8 @@ int nn_threads(void)
 /* Work below this many multiply-adds runs on one thread: splitting costs more. */
 #define NN_GEMM_SPLIT_MIN (1 << 16)
 
-void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc)
+void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc)
 {
     pthread_once(&blas_once, blas_single_thread);
     if (M <= 0 || N <= 0)
@@ -62,8 +62,8 @@ void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
                     cblas_sgemv(CblasRowMajor, CblasNoTrans, end - begin, K, alpha,
                                 B + (size_t)begin * ldb, ldb, a, inc_a, beta, C + begin, 1);
                 else /* C = op(A) B = B^T x, B (K, N) */
-                    cblas_sgemv(CblasRowMajor, CblasTrans, K, end - begin, alpha, B + begin, ldb,
-                                a, inc_a, beta, C + begin, 1);
+                    cblas_sgemv(CblasRowMajor, CblasTrans, K, end - begin, alpha, B + begin, ldb, a,
+                                inc_a, beta, C + begin, 1);
             }
         }
         return;
@@ -82,13 +82,13 @@ void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
             if (by_rows) {
                 /* rows of C and op(A) */
                 const float *a = trans_a ? A + begin : A + (size_t)begin * lda;
-                cblas_sgemm(CblasRowMajor, ta, tb, end - begin, N, K, alpha, a, lda, B, ldb,
-                            beta, C + (size_t)begin * ldc, ldc);
+                cblas_sgemm(CblasRowMajor, ta, tb, end - begin, N, K, alpha, a, lda, B, ldb, beta,
+                            C + (size_t)begin * ldc, ldc);
             } else {
                 /* columns of C and op(B) */
                 const float *b = trans_b ? B + (size_t)begin * ldb : B + begin;
-                cblas_sgemm(CblasRowMajor, ta, tb, M, end - begin, K, alpha, A, lda, b, ldb,
-                            beta, C + begin, ldc);
+                cblas_sgemm(CblasRowMajor, ta, tb, M, end - begin, K, alpha, A, lda, b, ldb, beta,
+                            C + begin, ldc);
             }
         }
     }
@@ -99,7 +99,7 @@ void nn_linear_forward(float *out, int ldo, const float *inp, const float *weigh
 {
     float beta = accumulate ? 1.0f : 0.0f;
     if (bias) {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * OC)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *OC)
         for (int n = 0; n < N; n++) {
             float *row = out + (size_t)n * ldo;
             for (int o = 0; o < OC; o++)
@@ -111,8 +111,7 @@ void nn_linear_forward(float *out, int ldo, const float *inp, const float *weigh
 }
 
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldo,
-                        const float *inp, const float *weight, int N, int C, int OC,
-                        bool set_dinp)
+                        const float *inp, const float *weight, int N, int C, int OC, bool set_dinp)
 {
     if (dinp) /* (N, C) += (N, OC) @ (OC, C) */
         nn_gemm(false, false, N, C, OC, 1.0f, dout, ldo, weight, C, set_dinp ? 0.0f : 1.0f, dinp,
@@ -122,7 +121,7 @@ void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
     if (dbias) {
         /* column sums, a block of columns per task, walking rows in order (contiguous) */
         enum { BLOCK = 256 };
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * OC)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *OC)
         for (int o0 = 0; o0 < OC; o0 += BLOCK) {
             int width = OC - o0 < BLOCK ? OC - o0 : BLOCK;
             double sum[BLOCK] = {0};

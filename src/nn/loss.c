@@ -26,7 +26,7 @@ void nn_crossentropy_forward(float *losses, int64_t *n_correct, const float *log
                              const int32_t *targets, const float *mask, int N, int V)
 {
     int64_t correct = 0;
-#pragma omp parallel for schedule(static) reduction(+ : correct) NN_PAR_IF((double)N * V)
+#pragma omp parallel for schedule(static) reduction(+ : correct) NN_PAR_IF((double)N *V)
     for (int n = 0; n < N; n++) {
         if (mask && mask[n] == 0.0f) {
             losses[n] = 0.0f;
@@ -42,10 +42,10 @@ void nn_crossentropy_forward(float *losses, int64_t *n_correct, const float *log
         *n_correct = correct;
 }
 
-void nn_crossentropy_backward(float *logits, const int32_t *targets, const float *mask,
-                              float dloss, int N, int V)
+void nn_crossentropy_backward(float *logits, const int32_t *targets, const float *mask, float dloss,
+                              int N, int V)
 {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * V)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *V)
     for (int n = 0; n < N; n++) {
         float *row = logits + (size_t)n * V;
         float w = mask ? mask[n] : 1.0f;

@@ -29,8 +29,8 @@ int nn_threads(void);
  * op(X) = X or X^T (trans_a / trans_b), leading dimensions lda/ldb/ldc in elements. Every
  * matrix product of the engine goes through it, so the kernel behind it (OpenBLAS's sgemm
  * today, split over the threads) can be swapped without touching model code. */
-void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc);
+void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
 
 /* ---- linear --------------------------------------------------------------------------- */
 
@@ -43,8 +43,7 @@ void nn_linear_forward(float *out, int ldo, const float *inp, const float *weigh
  * set_dinp, dinp is overwritten instead (the one exception to adding: it spares zeroing a
  * fresh buffer, which costs as much memory traffic as the product's output). */
 void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, int ldo,
-                        const float *inp, const float *weight, int N, int C, int OC,
-                        bool set_dinp);
+                        const float *inp, const float *weight, int N, int C, int OC, bool set_dinp);
 
 /* ---- normalisation ------------------------------------------------------------------- */
 
@@ -71,11 +70,11 @@ void nn_rope_tables(float *cos_t, float *sin_t, const double *inv_freq, int n_po
 /* Rotates heads in place with transformers' rotate_half layout: for i < HS/2 the pair is
  * (x[i], x[i + HS/2]) at angle pos * inv_freq[i]. x holds N rows of n_heads heads of HS
  * floats, row stride ld; pos (N) are the rows' positions. */
-void nn_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
-                     const float *sin_t, int N, int n_heads, int HS);
+void nn_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t, const float *sin_t,
+                     int N, int n_heads, int HS);
 /* The inverse rotation, applied in place to the gradient (the rotation is orthogonal). */
-void nn_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
-                      const float *sin_t, int N, int n_heads, int HS);
+void nn_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t, const float *sin_t,
+                      int N, int n_heads, int HS);
 
 /* ---- attention ------------------------------------------------------------------------ */
 
@@ -86,9 +85,9 @@ void nn_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
  *   out (Tq, NH*HS) row stride ldo; att (NH, Tq, Tk) the probabilities, kept for backward
  *   (masked entries are 0).
  * Batch strides are Tq*ldq etc. (B contiguous blocks). */
-void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq,
-                          const float *k, int ldk, const float *v, int ldv, int B, int Tq,
-                          int Tk, int NH, int NKV, int HS);
+void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq, const float *k,
+                          int ldk, const float *v, int ldv, int B, int Tq, int Tk, int NH, int NKV,
+                          int HS);
 /* Gradients into dq, dk, dv (same layouts as q, k, v), for Tq == Tk == T.
  * scratch: nn_threads() * T * T floats. */
 void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, int ldo,
@@ -104,14 +103,13 @@ void nn_swiglu_backward(float *dhidden, const float *dout, const float *hidden, 
 
 /* GELU, tanh approximation (tanh_approx) or exact (erf). out, inp (n). */
 void nn_gelu_forward(float *out, const float *inp, size_t n, bool tanh_approx);
-void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n,
-                      bool tanh_approx);
+void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n, bool tanh_approx);
 
 /* ---- embeddings, residuals ----------------------------------------------------------- */
 
 /* out(N, C) = wte[tokens] (+ wpe[pos] when wpe is not NULL). */
-void nn_embedding_forward(float *out, const int32_t *tokens, const int32_t *pos,
-                          const float *wte, const float *wpe, int N, int C);
+void nn_embedding_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
+                          const float *wpe, int N, int C);
 void nn_embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
                            const int32_t *pos, int N, int C);
 
@@ -129,8 +127,8 @@ void nn_accumulate(float *y, const float *x, size_t n);
 void nn_crossentropy_forward(float *losses, int64_t *n_correct, const float *logits,
                              const int32_t *targets, const float *mask, int N, int V);
 /* In place: logits (N, V) become dlogits = dloss * mask * (softmax(logits) - onehot). */
-void nn_crossentropy_backward(float *logits, const int32_t *targets, const float *mask,
-                              float dloss, int N, int V);
+void nn_crossentropy_backward(float *logits, const int32_t *targets, const float *mask, float dloss,
+                              int N, int V);
 
 /* ---- LoRA dropout --------------------------------------------------------------------- */
 

@@ -14,7 +14,7 @@
 void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                         int C, float eps)
 {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -33,7 +33,7 @@ void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                          const float *weight, const float *rstd, int N, int C)
 {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -47,7 +47,7 @@ void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
     }
     if (dweight) {
         /* column sums over the rows, a block of columns per task, rows walked in order */
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
         for (int c0 = 0; c0 < C; c0 += NORM_BLOCK) {
             int width = C - c0 < NORM_BLOCK ? C - c0 : NORM_BLOCK;
             double sum[NORM_BLOCK] = {0};
@@ -66,7 +66,7 @@ void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
 void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps)
 {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -91,7 +91,7 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C)
 {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -109,7 +109,7 @@ void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
         }
     }
     if (dweight || dbias) {
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * C)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *C)
         for (int c0 = 0; c0 < C; c0 += NORM_BLOCK) {
             int width = C - c0 < NORM_BLOCK ? C - c0 : NORM_BLOCK;
             double sw[NORM_BLOCK] = {0}, sb[NORM_BLOCK] = {0};

@@ -28,7 +28,7 @@ static void rope_rotate(float *x, int ld, const int32_t *pos, const float *cos_t
                         const float *sin_t, int N, int n_heads, int HS, float sign)
 {
     int half = HS / 2;
-#pragma omp parallel for schedule(static) NN_PAR_IF((double)N * n_heads * HS)
+#pragma omp parallel for schedule(static) NN_PAR_IF((double)N *n_heads *HS)
     for (int n = 0; n < N; n++) {
         const float *c = cos_t + (size_t)pos[n] * half, *s = sin_t + (size_t)pos[n] * half;
         for (int h = 0; h < n_heads; h++) {
@@ -42,14 +42,14 @@ static void rope_rotate(float *x, int ld, const int32_t *pos, const float *cos_t
     }
 }
 
-void nn_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
-                     const float *sin_t, int N, int n_heads, int HS)
+void nn_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t, const float *sin_t,
+                     int N, int n_heads, int HS)
 {
     rope_rotate(x, ld, pos, cos_t, sin_t, N, n_heads, HS, 1.0f);
 }
 
-void nn_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
-                      const float *sin_t, int N, int n_heads, int HS)
+void nn_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t, const float *sin_t,
+                      int N, int n_heads, int HS)
 {
     rope_rotate(dx, ld, pos, cos_t, sin_t, N, n_heads, HS, -1.0f);
 }

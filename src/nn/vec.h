@@ -5,7 +5,7 @@
  * nn_expf is exp with a degree-6 polynomial on [-ln2/2, ln2/2] after range reduction
  * (relative error < 2e-7 over the float range, i.e. about an ulp), branch-free and without
  * a libm call, so that a loop calling it vectorises. Inputs below -87.3 give ~0 (not
- * denormals), above 88.7 give ~FLT_MAX.
+ * denormals), above 88.3 give about 2e38 (finite).
  */
 #ifndef FJ_NN_VEC_H
 #define FJ_NN_VEC_H
@@ -23,7 +23,7 @@
 static inline float nn_expf(float x)
 {
     x = x < -87.3f ? -87.3f : x;
-    x = x > 88.7f ? 88.7f : x;
+    x = x > 88.3f ? 88.3f : x;
     /* n = round(x / ln2) by the 1.5 * 2^23 trick; r = x - n ln2 in two parts */
     float n = x * 1.44269504088896341f + 12582912.0f;
     n -= 12582912.0f;
@@ -77,7 +77,7 @@ static inline __attribute__((always_inline)) nn_v8f nn_v8_select(nn_v8i mask, nn
 static inline __attribute__((always_inline)) nn_v8f nn_v8_exp(nn_v8f x)
 {
     x = nn_v8_select(x < -87.3f, nn_v8_splat(-87.3f), x);
-    x = nn_v8_select(x > 88.7f, nn_v8_splat(88.7f), x);
+    x = nn_v8_select(x > 88.3f, nn_v8_splat(88.3f), x);
     nn_v8f n = x * 1.44269504088896341f + 12582912.0f;
     n -= 12582912.0f;
     nn_v8f r = x - n * 0.693359375f;

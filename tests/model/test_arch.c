@@ -28,8 +28,8 @@
 
 #define TOL_LOGITS_ABS 2e-5
 #define TOL_LOGITS_REL 2e-5
-#define TOL_LOSS 1e-6
-#define TOL_GRAD 2e-5
+#define TOL_LOSS       1e-6
+#define TOL_GRAD       2e-5
 
 static int failures;
 
@@ -68,8 +68,8 @@ static void check_logits(const char *what, const float *got, const float *want, 
         worst = e / bound > worst ? e / bound : worst;
     }
     bool ok = worst <= 1.0;
-    printf("%-4s %-32s max abs err %.3g (%.2f of tolerance)\n", ok ? "ok" : "FAIL", what,
-           max_err, worst);
+    printf("%-4s %-32s max abs err %.3g (%.2f of tolerance)\n", ok ? "ok" : "FAIL", what, max_err,
+           worst);
     failures += !ok;
 }
 

@@ -16,10 +16,21 @@ static char dir[256];
 
 static struct model_config small_llama(void)
 {
-    struct model_config c = {.arch = MODEL_ARCH_LLAMA, .n_layer = 1, .n_embd = 8, .n_head = 2,
-                             .n_kv_head = 1, .head_dim = 4, .n_ff = 12, .vocab_size = 16,
-                             .n_ctx = 32, .norm_eps = 1e-5f, .act = MODEL_ACT_SILU,
-                             .rope_theta = 10000.0f, .bos_id = -1, .n_eos = 1, .eos_ids = {2}};
+    struct model_config c = {.arch = MODEL_ARCH_LLAMA,
+                             .n_layer = 1,
+                             .n_embd = 8,
+                             .n_head = 2,
+                             .n_kv_head = 1,
+                             .head_dim = 4,
+                             .n_ff = 12,
+                             .vocab_size = 16,
+                             .n_ctx = 32,
+                             .norm_eps = 1e-5f,
+                             .act = MODEL_ACT_SILU,
+                             .rope_theta = 10000.0f,
+                             .bos_id = -1,
+                             .n_eos = 1,
+                             .eos_ids = {2}};
     snprintf(c.architecture, sizeof c.architecture, "LlamaForCausalLM");
     return c;
 }
@@ -61,8 +72,10 @@ static void rewrite(struct model *m, const char *path)
         bool is_victim = strcmp(p->name, victim) == 0;
         if (is_victim && mode == DROP)
             continue;
-        e[k] = (struct model_st_entry){.name = p->name, .dtype = MODEL_DTYPE_F32,
-                                       .ndim = p->ndim, .shape = {p->shape[0], p->shape[1]},
+        e[k] = (struct model_st_entry){.name = p->name,
+                                       .dtype = MODEL_DTYPE_F32,
+                                       .ndim = p->ndim,
+                                       .shape = {p->shape[0], p->shape[1]},
                                        .data = p->data};
         if (is_victim && mode == RESHAPE) {
             e[k].shape[0] = p->shape[1]; /* transposed: (C, KVW) instead of (KVW, C) */

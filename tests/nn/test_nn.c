@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/nn.h"
 #include "../test.h"
+#include "nn/nn.h"
 
 static uint64_t rng_state = 42;
 
@@ -166,7 +166,7 @@ static void test_norms(void)
 
 /* ---- attention ---- */
 enum { AB = 2, AT = 5, ANH = 4, ANKV = 2, AHS = 8 };
-#define AQ (ANH * AHS)
+#define AQ  (ANH * AHS)
 #define AKV (ANKV * AHS)
 static float att_buf[AB * ANH * AT * AT];
 static float *att_q, *att_k, *att_v;
@@ -174,8 +174,8 @@ static float *att_q, *att_k, *att_v;
 static void att_fwd(struct fd_case *c, float *out)
 {
     (void)c;
-    nn_attention_forward(out, AQ, att_buf, att_q, AQ, att_k, AKV, att_v, AKV, AB, AT, AT, ANH,
-                         ANKV, AHS);
+    nn_attention_forward(out, AQ, att_buf, att_q, AQ, att_k, AKV, att_v, AKV, AB, AT, AT, ANH, ANKV,
+                         AHS);
 }
 
 static void test_attention(void)
@@ -202,8 +202,8 @@ static void test_attention(void)
     CHECK(fd_error(&cv, R, dv) < FD_TOL);
     /* a query chunk over a longer key range equals the matching rows of the full square */
     float *part = zeros(2 * AQ), *part_att = zeros(ANH * 2 * AT);
-    nn_attention_forward(part, AQ, part_att, att_q + (size_t)(AT - 2) * AQ, AQ, att_k, AKV,
-                         att_v, AKV, 1, 2, AT, ANH, ANKV, AHS);
+    nn_attention_forward(part, AQ, part_att, att_q + (size_t)(AT - 2) * AQ, AQ, att_k, AKV, att_v,
+                         AKV, 1, 2, AT, ANH, ANKV, AHS);
     double e = 0;
     for (int i = 0; i < 2 * AQ; i++)
         e = fmax(e, fabs(part[i] - out[(size_t)(AT - 2) * AQ + i]));
