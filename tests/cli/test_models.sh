@@ -16,20 +16,7 @@ work=$(mktemp -d /tmp/forja-models-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export NODE_PATH=$root/node_modules FORJA_DATA_DIR=$work/data
 py=/usr/bin/python3
-passed=0 failed=0
-
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; shift; for l in "$@"; do echo "     $l"; done; }
-run() {
-  local name=$1 want=$2; shift 2
-  "$@" > "$work/out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$want" ]; then bad "$name" "exit $rc, expected $want" "$(head -c 600 "$work/out")"; return 1; fi
-  return 0
-}
-has() {
-  if grep -qF -- "$2" "$work/out"; then ok "$1"; else bad "$1" "output lacks: $2" "$(head -c 600 "$work/out")"; fi
-}
+. "$here/lib.sh"
 
 # --- the built-in model ------------------------------------------------------------------
 base=$work/data/models/forja-base
