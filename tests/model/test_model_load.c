@@ -3,6 +3,7 @@
  * CI): a tensor of the wrong shape, a missing tensor, an integer dtype, a config with
  * absurd sizes; an adapter whose matrices have the wrong rank, a target the architecture
  * lacks, an unsupported PEFT feature. A good folder loads, and save/load round-trips. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,12 +195,56 @@ static void test_adapters(void)
     model_free(m);
 }
 
+/* The same weights split over two shards with an index, as large models are published. */
+static void test_sharded(void)
+{
+    write_folder("sharded", NULL);
+    struct fj_err err = {0};
+    struct model *m = model_load(dir, &err);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    size_t n = model_n_params(m), half = n / 2;
+    struct model_st_entry *e = calloc(n, sizeof *e);
+    struct fj_buf index = {0};
+    fj_buf_printf(&index, "{\"metadata\": {}, \"weight_map\": {");
+    for (size_t i = 0; i < n; i++) {
+        struct model_param *p = model_param_at(m, i);
+        e[i] = (struct model_st_entry){.name = p->name, .dtype = MODEL_DTYPE_BF16,
+                                       .ndim = p->ndim, .shape = {p->shape[0], p->shape[1]},
+                                       .data = p->data};
+        fj_buf_printf(&index, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
+                      p->name, i < half ? 1 : 2);
+    }
+    fj_buf_printf(&index, "}}");
+    char path[400];
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+    CHECK(model_st_write(path, e, half, NULL, &err) == 0);
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+    CHECK(model_st_write(path, e + half, n - half, NULL, &err) == 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(unlink(path) == 0);
+    write_text("model.safetensors.index.json", index.data);
+    struct model *sharded = model_load(dir, &err);
+    CHECK(sharded != NULL);
+    for (size_t i = 0; sharded && i < n; i++) {
+        const struct model_param *a = model_param_at(m, i), *b = model_param_at(sharded, i);
+        for (size_t k = 0; k < a->numel; k++) /* BF16 on disk: the value rounded to 8 bits */
+            CHECK(fabsf(a->data[k] - b->data[k]) <= fabsf(a->data[k]) * (1.0f / 256));
+    }
+    model_free(sharded);
+    model_free(m);
+    fj_buf_free(&index);
+    free(e);
+}
+
 int main(void)
 {
     RUN(test_good_folder);
     RUN(test_bad_weights);
     RUN(test_absurd_config);
     RUN(test_adapters);
+    RUN(test_sharded);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf /tmp/forja-model-load-%d", (int)getpid());
     CHECK(system(cmd) == 0);
