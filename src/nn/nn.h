@@ -28,7 +28,8 @@ int nn_threads(void);
 /* The one GEMM interface: C(M,N) = alpha * op(A)(M,K) @ op(B)(K,N) + beta * C, row-major,
  * op(X) = X or X^T (trans_a / trans_b), leading dimensions lda/ldb/ldc in elements. Every
  * matrix product of the engine goes through it, so the kernel behind it (OpenBLAS's sgemm
- * today, split over the threads) can be swapped without touching model code. */
+ * today, split over the threads) can be swapped without touching model code. On its first
+ * call it sets OpenBLAS to one thread (process-wide): the parts run on OpenMP's threads. */
 void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
 
