@@ -51,6 +51,10 @@ static int generate(const struct cli_cmd *cmd, const struct cli_args *a,
     struct fj_err err = {0};
     long long want = (long long)prompt->len + max_tokens;
     int cache = want < c->n_ctx ? (int)want : c->n_ctx;
+    if (prompt->len == 0) {
+        fprintf(stderr, "forja generate: the prompt has no tokens; there is nothing to continue\n");
+        return CLI_DATA_ERROR;
+    }
     if ((long long)prompt->len >= c->n_ctx) {
         fprintf(stderr, "forja generate: the prompt has %zu tokens; the model's context is %d\n",
                 prompt->len, c->n_ctx);
@@ -67,7 +71,7 @@ static int generate(const struct cli_cmd *cmd, const struct cli_args *a,
     for (size_t i = 0; i < prompt->len; i++)
         ids[i] = (int32_t)prompt->data[i];
     bool print_ids = cli_has(cmd, a, "ids");
-    int rc = prompt->len ? model_kv_forward(kv, ids, (int)prompt->len, false, logits, &err) : 0;
+    int rc = model_kv_forward(kv, ids, (int)prompt->len, false, logits, &err);
     long long n = 0;
     while (rc == 0 && n < max_tokens && model_kv_len(kv) < cache) {
         uint32_t next = argmax(logits, c->vocab_size);

@@ -152,6 +152,7 @@ mkdir -p "$work/sp" && cp "$work/case_llama_gqa/model/config.json" "$work/sp/" &
 run "SentencePiece folder" 1 "$forja" models show "$work/sp" && has "SentencePiece refused clearly" "SentencePiece"
 mkdir -p "$work/t5" && echo '{"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}' > "$work/t5/config.json"
 run "unknown architecture" 1 "$forja" models show "$work/t5" && has "architecture named" "T5ForConditionalGeneration"
+run "generate: empty prompt" 1 "$forja" generate --prompt '' && has "empty prompt message" "no tokens"
 run "generate --max-tokens 3" 0 "$forja" generate --prompt hi --ids --max-tokens 3
 n=$(wc -w < "$work/out"); [ "$n" -le 3 ] && ok "generate stops at --max-tokens ($n ids)" || bad "max-tokens" "$(cat "$work/out")"
 
