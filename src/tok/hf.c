@@ -795,58 +795,62 @@ static int cmp_merge(const void *a, const void *b)
  * derives them: for each token in rank order, every split of its bytes into two tokens,
  * sorted by the ranks of (left, right). A byte-pair merge with these merges joins the same
  * pairs in the same order as tiktoken's (docs/tokenizers.md). */
+/* A growable list of merges. */
+struct merge_list {
+    struct merge_out *m;
+    size_t len, cap;
+};
+
+static int merge_push(struct merge_list *ml, uint32_t rank, uint32_t left, uint32_t right)
+{
+    if (ml->len == ml->cap) {
+        size_t cap = ml->cap ? 2 * ml->cap : 1024;
+        struct merge_out *p = realloc(ml->m, cap * sizeof *p);
+        if (p == NULL)
+            return FJ_ERR_NOMEM;
+        ml->m = p;
+        ml->cap = cap;
+    }
+    ml->m[ml->len++] = (struct merge_out){rank, left, right};
+    return 0;
+}
+
 static int collect_merges(const struct tok_encoding *enc, struct merge_out **out, size_t *n)
 {
     const struct tok_vocab *v = &enc->vocab;
-    size_t cap = 1024, len = 0;
-    struct merge_out *m = malloc(cap * sizeof *m);
-    if (m == NULL)
-        return FJ_ERR_NOMEM;
+    struct merge_list ml = {0};
+    int rc = 0;
     if (enc->merges != NULL) {
         const struct tok_merges *mg = enc->merges;
-        for (size_t i = 0; i <= mg->mask; i++) {
+        for (size_t i = 0; rc == 0 && i <= mg->mask; i++) {
             const struct tok_merge_slot *s = &mg->slots[i];
             if (s->key == 0)
                 continue;
-            if (len == cap) {
-                struct merge_out *p = realloc(m, 2 * cap * sizeof *m);
-                if (p == NULL) {
-                    free(m);
-                    return FJ_ERR_NOMEM;
-                }
-                m = p;
-                cap *= 2;
-            }
             uint64_t k = s->key - 1;
-            m[len++] = (struct merge_out){s->m.rank, (uint32_t)(k >> 24), (uint32_t)k & 0xFFFFFF};
+            rc = merge_push(&ml, s->m.rank, (uint32_t)(k >> 24), (uint32_t)k & 0xFFFFFF);
         }
+        if (rc == 0 && ml.len > 1)
+            qsort(ml.m, ml.len, sizeof *ml.m, cmp_merge);
     } else {
-        for (uint32_t id = 0; id < v->n_ids; id++) {
+        for (uint32_t id = 0; rc == 0 && id < v->n_ids; id++) {
             const uint8_t *b = v->pool + v->off[id];
-            size_t start = len;
-            for (size_t i = 1; i < v->len[id]; i++) {
+            size_t start = ml.len;
+            for (size_t i = 1; rc == 0 && i < v->len[id]; i++) {
                 uint32_t l = tok_vocab_lookup(v, b, i),
                          r = tok_vocab_lookup(v, b + i, v->len[id] - i);
-                if (l == TOK_NO_ID || r == TOK_NO_ID)
-                    continue;
-                if (len == cap) {
-                    struct merge_out *p = realloc(m, 2 * cap * sizeof *m);
-                    if (p == NULL) {
-                        free(m);
-                        return FJ_ERR_NOMEM;
-                    }
-                    m = p;
-                    cap *= 2;
-                }
-                m[len++] = (struct merge_out){id, l, r};
+                if (l != TOK_NO_ID && r != TOK_NO_ID)
+                    rc = merge_push(&ml, id, l, r);
             }
-            qsort(m + start, len - start, sizeof *m, cmp_merge);
+            if (rc == 0 && ml.len - start > 1)
+                qsort(ml.m + start, ml.len - start, sizeof *ml.m, cmp_merge);
         }
     }
-    if (enc->merges != NULL)
-        qsort(m, len, sizeof *m, cmp_merge);
-    *out = m;
-    *n = len;
+    if (rc != 0) {
+        free(ml.m);
+        return rc;
+    }
+    *out = ml.m;
+    *n = ml.len;
     return 0;
 }
 
