@@ -10,20 +10,13 @@
  */
 #include <string.h>
 
+#include "core/rng.h"
 #include "model/block.h"
 #include "nn/nn.h"
 
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 uint64_t block_site_seed(uint64_t seed, size_t site)
 {
-    return mix64(seed ^ mix64(site + 1));
+    return fj_splitmix64(seed ^ fj_splitmix64(site + 1));
 }
 
 static void norm_forward(const struct model *m, float *out, float *mean, float *rstd,

@@ -18,8 +18,9 @@
 #include <jansson.h>
 
 #include "core/file.h"
+#include "core/rng.h"
 #include "model/folder.h"
-#include "model/model.h"
+#include "model/model_internal.h"
 
 #define BUILTIN_SEED      0x666f726a61ull /* "forja" */
 #define BUILTIN_INIT_STD  0.02            /* transformers' initializer_range for Llama */
@@ -54,13 +55,10 @@ void model_builtin_config(struct model_config *cfg)
     snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "float32");
 }
 
+/* uniform in (0, 1): never 0, so that Box-Muller's log is finite */
 static double uniform01(uint64_t *s)
 {
-    uint64_t x = (*s += 0x9e3779b97f4a7c15ull);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return ((double)(x >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return ((double)(fj_rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 static void init_weights(struct model *m)
@@ -79,21 +77,6 @@ static void init_weights(struct model *m)
             p->data[k] = (float)(BUILTIN_INIT_STD * sqrt(-2.0 * log(u)) * cos(2 * M_PI * v));
         }
     }
-}
-
-static int write_json(const char *dir, const char *name, json_t *v, struct fj_err *err)
-{
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *text = v ? json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(v);
-    if (!text)
-        return fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
-    size_t len = strlen(text);
-    text[len] = '\0';
-    int rc = fj_file_write_atomic(path, text, len, err);
-    free(text);
-    return rc;
 }
 
 static const char builtin_readme[] =
@@ -129,7 +112,7 @@ static int write_tokenizer(const char *dir, struct fj_err *err)
         "{s:s, s:n, s:s, s:s, s:i, s:s, s:b}", "chat_template", chat_chatml_template(), "bos_token",
         "eos_token", "<|im_end|>", "pad_token", "<|endoftext|>", "model_max_length", 2048,
         "tokenizer_class", "PreTrainedTokenizerFast", "clean_up_tokenization_spaces", 0);
-    return write_json(dir, "tokenizer_config.json", tc, err);
+    return model_write_json(dir, "tokenizer_config.json", tc, err);
 }
 
 static void remove_tree(const char *dir)
@@ -170,11 +153,11 @@ int model_builtin_create(const char *dir, struct fj_err *err)
     }
     model_free(m);
     if (rc == 0)
-        rc = write_json(tmp, "generation_config.json",
-                        json_pack("{s:n, s:[i,i], s:s}", "bos_token_id", "eos_token_id",
-                                  BUILTIN_IM_END, BUILTIN_ENDOFTEXT, "transformers_version",
-                                  "4.45.2"),
-                        err);
+        rc = model_write_json(tmp, "generation_config.json",
+                              json_pack("{s:n, s:[i,i], s:s}", "bos_token_id", "eos_token_id",
+                                        BUILTIN_IM_END, BUILTIN_ENDOFTEXT, "transformers_version",
+                                        "4.45.2"),
+                              err);
     if (rc == 0)
         rc = write_tokenizer(tmp, err);
     snprintf(path, sizeof path, "%s/README.md", tmp);

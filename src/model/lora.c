@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "core/file.h"
+#include "core/rng.h"
 #include "model/model_internal.h"
 
 struct target_name {
@@ -142,15 +143,6 @@ static size_t layer_sites(const struct model *m, int l, unsigned targets,
     return n;
 }
 
-/* xoshiro-style generator for the initial A matrices; explicit state, no globals. */
-static uint64_t next_u64(uint64_t *s)
-{
-    uint64_t x = (*s += 0x9e3779b97f4a7c15ull);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 static int lora_build(struct model *m, const struct model_lora_config *lc, struct fj_err *err)
 {
     const struct model_config *c = &m->cfg;
@@ -237,7 +229,7 @@ int model_lora_attach(struct model *m, const struct model_lora_config *lc, uint6
         struct model_lora_site *site = &m->sites[s];
         float bound = 1.0f / sqrtf((float)site->in);
         for (size_t i = 0; i < (size_t)lc->r * site->in; i++) {
-            double u = (double)(next_u64(&state) >> 11) * (1.0 / 9007199254740992.0);
+            double u = fj_rng_uniform(&state);
             site->A[i] = (float)((2 * u - 1) * bound);
         }
     }
@@ -375,13 +367,8 @@ int model_lora_save(const struct model *m, const char *dir, const char *base_mod
         "target_modules", targets, "fan_in_fan_out", m->cfg.arch == MODEL_ARCH_GPT2, "bias", "none",
         "use_rslora", 0, "use_dora", 0, "inference_mode", 1, "modules_to_save",
         "layers_to_transform", "init_lora_weights", 1, "revision", NULL);
-    char *text = cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    json_decref(cfg);
     char path[4096];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    int rc = text ? fj_file_write_atomic(path, text, strlen(text), err)
-                  : fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
-    free(text);
+    int rc = model_write_json(dir, "adapter_config.json", cfg, err);
     size_t n = m->n_params - m->n_base_params;
     struct model_st_entry *entries = calloc(n, sizeof *entries);
     float **owned = calloc(n, sizeof *owned);

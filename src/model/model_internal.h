@@ -3,6 +3,8 @@
 #ifndef FJ_MODEL_INTERNAL_H
 #define FJ_MODEL_INTERNAL_H
 
+#include <jansson.h>
+
 #include "model/model.h"
 
 /* One transformer block's weights; pointers into model.w. NULL where the architecture or
@@ -71,6 +73,10 @@ int model_param_read(struct model_param *p, const struct model_st_tensor *t, con
  * owned[i] (the caller frees every owned[i]). */
 int model_params_entries(const struct model_param *params, size_t n, enum model_dtype dtype,
                          struct model_st_entry *entries, float **owned, struct fj_err *err);
+
+/* Writes v as dir/name (indented, keys sorted, atomically) and releases v, which may be
+ * NULL (a failed json_pack: FJ_ERR_NOMEM). */
+int model_write_json(const char *dir, const char *name, json_t *v, struct fj_err *err);
 
 /* Fills m->inv_freq from the config (rope_theta, llama3 scaling). */
 void model_rope_init(struct model *m);

@@ -12,6 +12,22 @@
 #include "core/file.h"
 #include "model/model_internal.h"
 
+int model_write_json(const char *dir, const char *name, json_t *v, struct fj_err *err)
+{
+    char path[4400];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
+        json_decref(v);
+        return fj_err_set(err, FJ_ERR_RANGE, "%s: path too long", dir);
+    }
+    char *text = v ? json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(v);
+    if (!text)
+        return fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
+    int rc = fj_file_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
 /* HF's original GPT-2 checkpoints name tensors without the "transformer." prefix. */
 static const struct model_st_tensor *find_tensor(const struct model_st *st, const struct model *m,
                                                  const char *name)

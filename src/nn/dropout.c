@@ -4,21 +4,14 @@
  * mask forward used without storing it, and the result does not depend on the number of
  * threads. The caller derives a fresh seed per step and per layer from its own RNG state.
  */
+#include "core/rng.h"
 #include "nn/nn.h"
 #include "nn/par.h"
-
-static inline uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 /* uniform in [0, 1) with 24 bits */
 static inline float dropout_uniform(uint64_t seed, size_t i)
 {
-    return (float)(splitmix64(seed ^ splitmix64(i)) >> 40) * (1.0f / 16777216.0f);
+    return (float)(fj_splitmix64(seed ^ fj_splitmix64(i)) >> 40) * (1.0f / 16777216.0f);
 }
 
 void nn_dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed)

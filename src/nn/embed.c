@@ -1,4 +1,4 @@
-/* embed.c - token (and learned position) embeddings, and elementwise residual sums. */
+/* embed.c - token (and learned position) embeddings. */
 #include "nn/nn.h"
 #include "nn/par.h"
 
@@ -38,18 +38,4 @@ void nn_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
                 d[c] += dy[c];
         }
     }
-}
-
-void nn_add(float *out, const float *a, const float *b, size_t n)
-{
-#pragma omp parallel for schedule(static) NN_PAR_IF(n)
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
-}
-
-void nn_accumulate(float *y, const float *x, size_t n)
-{
-#pragma omp parallel for schedule(static) NN_PAR_IF(n)
-    for (size_t i = 0; i < n; i++)
-        y[i] += x[i];
 }

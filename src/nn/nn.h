@@ -106,18 +106,13 @@ void nn_swiglu_backward(float *dhidden, const float *dout, const float *hidden, 
 void nn_gelu_forward(float *out, const float *inp, size_t n, bool tanh_approx);
 void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n, bool tanh_approx);
 
-/* ---- embeddings, residuals ----------------------------------------------------------- */
+/* ---- embeddings ---------------------------------------------------------------------- */
 
 /* out(N, C) = wte[tokens] (+ wpe[pos] when wpe is not NULL). */
 void nn_embedding_forward(float *out, const int32_t *tokens, const int32_t *pos, const float *wte,
                           const float *wpe, int N, int C);
 void nn_embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
                            const int32_t *pos, int N, int C);
-
-/* out = a + b (n). out may alias a or b. */
-void nn_add(float *out, const float *a, const float *b, size_t n);
-/* y += x (n). */
-void nn_accumulate(float *y, const float *x, size_t n);
 
 /* ---- loss ----------------------------------------------------------------------------- */
 

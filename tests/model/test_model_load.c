@@ -210,8 +210,10 @@ static void test_sharded(void)
     fj_buf_printf(&index, "{\"metadata\": {}, \"weight_map\": {");
     for (size_t i = 0; i < n; i++) {
         struct model_param *p = model_param_at(m, i);
-        e[i] = (struct model_st_entry){.name = p->name, .dtype = MODEL_DTYPE_BF16,
-                                       .ndim = p->ndim, .shape = {p->shape[0], p->shape[1]},
+        e[i] = (struct model_st_entry){.name = p->name,
+                                       .dtype = MODEL_DTYPE_BF16,
+                                       .ndim = p->ndim,
+                                       .shape = {p->shape[0], p->shape[1]},
                                        .data = p->data};
         fj_buf_printf(&index, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
                       p->name, i < half ? 1 : 2);
