@@ -135,11 +135,11 @@ int main(int argc, char **argv)
     for (int k = 0; k <= steps; k++) { /* step 0 warms up */
         double t0 = now();
         model_zero_grad(m);
-        if (model_forward(run, tokens, targets, NULL, true, (uint64_t)k, &loss, &err) != 0) {
+        if (model_forward(run, tokens, targets, NULL, NULL, true, (uint64_t)k, &loss, &err) != 0) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }
-        model_backward(run);
+        model_backward(run, 0);
         times[k] = now() - t0;
     }
     qsort(times + 1, (size_t)steps, sizeof *times, cmp_double);

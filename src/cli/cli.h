@@ -16,7 +16,7 @@
 #include "tok/tok.h"
 
 /* Exit codes. */
-enum { CLI_OK = 0, CLI_DATA_ERROR = 1, CLI_USAGE = 2, CLI_FAILURE = 3 };
+enum { CLI_OK = 0, CLI_DATA_ERROR = 1, CLI_USAGE = 2, CLI_FAILURE = 3, CLI_STOPPED = 4 };
 
 struct cli_opt {
     const char *name; /* long name, without "--" */
@@ -97,5 +97,6 @@ extern const struct cli_cmd cli_cmd_detokenize;
 extern const struct cli_cmd cli_cmd_models;
 extern const struct cli_cmd cli_cmd_render;
 extern const struct cli_cmd cli_cmd_generate;
+extern const struct cli_cmd cli_cmd_train;
 
 #endif

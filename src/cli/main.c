@@ -11,6 +11,7 @@ static const struct cli_cmd *const commands[] = {
     &cli_cmd_models,
     &cli_cmd_render,
     &cli_cmd_generate,
+    &cli_cmd_train,
     NULL,
 };
 
@@ -24,7 +25,7 @@ static void usage(FILE *f)
         fprintf(f, "  %-12s %s\n", commands[i]->name, commands[i]->summary);
     fprintf(f, "  %-12s %s\n", "help", "Show this list, or a command's help: forja help COMMAND");
     fprintf(f, "\nRun 'forja COMMAND --help' for a command's options. Exit status: 0 success, "
-               "1 problems in the data, 2 bad usage, 3 failure.\n");
+               "1 problems in the data, 2 bad usage, 3 failure, 4 stopped on request.\n");
 }
 
 /* docs/cli.md, generated from the same tables as --help (a test keeps the file current). */

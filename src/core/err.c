@@ -36,6 +36,7 @@ const char *fj_code_name(int code)
     case FJ_ERR_NOT_FOUND: return "not_found";
     case FJ_ERR_RANGE: return "range";
     case FJ_ERR_FORMAT: return "format";
+    case FJ_ERR_CANCELLED: return "cancelled";
     }
     return "unknown";
 }

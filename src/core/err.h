@@ -20,6 +20,7 @@ enum fj_code {
     FJ_ERR_NOT_FOUND = -6, /* unknown name or id */
     FJ_ERR_RANGE = -7,     /* a number or size out of its allowed range */
     FJ_ERR_FORMAT = -8,    /* a file or data structure is malformed */
+    FJ_ERR_CANCELLED = -9, /* stopped on request (a signal, a cancelled job) */
 };
 
 #define FJ_ERR_MSG_MAX 512

@@ -1,6 +1,7 @@
 /* file.c - whole-file reads, atomic writes and folder creation (see file.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,4 +134,31 @@ int fj_file_exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return (type == FTW_DP ? rmdir(path) : unlink(path)) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+int fj_remove_tree(const char *path, struct fj_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : fj_err_set(err, FJ_ERR_IO, "%s: %s", path, strerror(errno));
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return fj_err_set(err, FJ_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
+    return 0;
+}
+
+int fj_file_copy(const char *src, const char *dst, size_t max_bytes, struct fj_err *err)
+{
+    struct fj_buf b = {0};
+    int rc = fj_file_read(src, max_bytes, &b, err);
+    if (rc == 0)
+        rc = fj_file_write_atomic(dst, b.data ? b.data : "", b.len, err);
+    fj_buf_free(&b);
+    return rc;
 }

@@ -24,6 +24,14 @@ int fj_file_sync_dir(const char *path, struct fj_err *err);
 /* Creates path and its missing parents (mode 0755). An existing folder is fine. */
 int fj_mkdirs(const char *path, struct fj_err *err);
 
+/* Removes path and, for a folder, everything under it (symbolic links are removed, never
+ * followed). A missing path is fine. Returns 0 or FJ_ERR_IO naming what could not go. */
+int fj_remove_tree(const char *path, struct fj_err *err);
+
+/* Copies the regular file src to dst atomically (as fj_file_write_atomic); files larger than
+ * max_bytes fail with FJ_ERR_RANGE. */
+int fj_file_copy(const char *src, const char *dst, size_t max_bytes, struct fj_err *err);
+
 /* 1 if path exists (any type), 0 if not. */
 int fj_file_exists(const char *path);
 

@@ -146,10 +146,10 @@ void block_forward(const struct model *m, int l, float *out, const float *x,
                    (size_t)KVW * sizeof(float));
         }
         nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, at->k_cache, KVW, at->v_cache,
-                             KVW, 1, N, at->past + N, NH, NKV, HS);
+                             KVW, NULL, 1, N, at->past + N, NH, NKV, HS);
     } else {
         nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, bb->qkv + AH, QKV,
-                             bb->qkv + AH + KVW, QKV, at->B, at->T, at->T, NH, NKV, HS);
+                             bb->qkv + AH + KVW, QKV, at->kstart, at->B, at->T, at->T, NH, NKV, HS);
     }
     memcpy(bb->mid, x, (size_t)N * C * sizeof(float));
     nn_linear_forward(bb->mid, C, bb->atty, y->wo, y->bo, N, AH, C, true);
@@ -200,8 +200,8 @@ void block_backward(const struct model *m, int l, float *dres, const float *x,
     lora_sites_backward(m, l, MODEL_LINEAR_O, gb->datty, dres, C, bb->atty, N, bb, gb, train, seed);
     memset(gb->dqkv, 0, (size_t)N * QKV * sizeof(float));
     nn_attention_backward(gb->dqkv, gb->dqkv + AH, gb->dqkv + AH + KVW, gb->datty, AH, bb->att,
-                          bb->qkv, QKV, bb->qkv + AH, QKV, bb->qkv + AH + KVW, QKV, at->B, at->T,
-                          NH, NKV, HS, gb->att_scratch);
+                          bb->qkv, QKV, bb->qkv + AH, QKV, bb->qkv + AH + KVW, QKV, at->kstart,
+                          at->B, at->T, NH, NKV, HS, gb->att_scratch);
     if (c->arch != MODEL_ARCH_GPT2) {
         nn_rope_backward(gb->dqkv, QKV, at->pos, at->cos_t, at->sin_t, N, NH, HS);
         nn_rope_backward(gb->dqkv + AH, QKV, at->pos, at->cos_t, at->sin_t, N, NKV, HS);

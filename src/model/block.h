@@ -38,6 +38,7 @@ struct block_grads {
  * Inference: k_cache/v_cache (max_T, NKV*HS) of one sequence with `past` tokens cached. */
 struct block_attn {
     const int32_t *pos;         /* (N) position of each row */
+    const int32_t *kstart;      /* (N) first key each row sees (packed rows), or NULL: 0 */
     const float *cos_t, *sin_t; /* rotary tables (positions, HS/2) */
     int B, T;
     float *k_cache, *v_cache;

@@ -3,12 +3,11 @@
  *
  * It is a small Llama-architecture model whose vocabulary is OpenAI's cl100k_base (the
  * encoding the lab counts tokens with) plus ChatML's <|im_start|> and <|im_end|> at the ids
- * OpenAI's chat models give them, initialised from a fixed seed as transformers initialises
- * Llama (normal, std 0.02; norms 1). It knows no language: it exists so that the whole
+ * OpenAI's chat models give them, initialised from a fixed seed (normal, std 1/sqrt(fan_in)
+ * for every matrix; norms 1). It knows no language: it exists so that the whole
  * flow - validate, upload, fine-tune, deploy, chat - runs anywhere in seconds. Real use
  * means installing a real model folder (docs/models.md).
  */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +22,6 @@
 #include "model/model_internal.h"
 
 #define BUILTIN_SEED      0x666f726a61ull /* "forja" */
-#define BUILTIN_INIT_STD  0.02            /* transformers' initializer_range for Llama */
 #define BUILTIN_IM_START  100264
 #define BUILTIN_IM_END    100265
 #define BUILTIN_ENDOFTEXT 100257
@@ -67,6 +65,11 @@ static void init_weights(struct model *m)
     for (size_t i = 0; i < model_n_params(m); i++) {
         struct model_param *p = model_param_at(m, i);
         bool norm = p->ndim == 1;
+        /* N(0, 1/fan_in) for every matrix (the tied embedding: 1/C). transformers' 0.02,
+         * meant for wide pretrained models, leaves this narrow random model's attention
+         * uniform for long: fine-tuned on the lab's 10 conversations with the auto settings
+         * (100 steps) it reached 0.18 token accuracy on them, against 1.0 with this scale. */
+        double sd = norm ? 0 : 1.0 / sqrt((double)p->shape[1]);
         for (size_t k = 0; k < p->numel; k++) {
             if (norm) {
                 p->data[k] = 1.0f;
@@ -74,7 +77,7 @@ static void init_weights(struct model *m)
             }
             /* Box-Muller */
             double u = uniform01(&s), v = uniform01(&s);
-            p->data[k] = (float)(BUILTIN_INIT_STD * sqrt(-2.0 * log(u)) * cos(2 * M_PI * v));
+            p->data[k] = (float)(sd * sqrt(-2.0 * log(u)) * cos(2 * M_PI * v));
         }
     }
 }
@@ -115,22 +118,6 @@ static int write_tokenizer(const char *dir, struct fj_err *err)
     return model_write_json(dir, "tokenizer_config.json", tc, err);
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[4400];
-    while (d && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
-
 int model_builtin_create(const char *dir, struct fj_err *err)
 {
     char path[4200], tmp[4096];
@@ -140,7 +127,7 @@ int model_builtin_create(const char *dir, struct fj_err *err)
     /* built beside its final place, then renamed: it appears complete or not at all */
     if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", dir, (long)getpid()) >= (int)sizeof tmp)
         return fj_err_set(err, FJ_ERR_RANGE, "model path too long");
-    remove_tree(tmp);
+    fj_remove_tree(tmp, NULL);
     int rc = fj_mkdirs(tmp, err);
     struct model_config cfg;
     model_builtin_config(&cfg);
@@ -171,6 +158,6 @@ int model_builtin_create(const char *dir, struct fj_err *err)
     }
     if (rc == 0)
         rc = fj_file_sync_dir(dir, err);
-    remove_tree(tmp);
+    fj_remove_tree(tmp, NULL);
     return rc;
 }

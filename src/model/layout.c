@@ -294,6 +294,24 @@ int model_train_full(struct model *m, struct fj_err *err)
     return 0;
 }
 
+size_t model_trainable_block(struct model *m, float **data, float **grad)
+{
+    *data = *grad = NULL;
+    if (m->has_lora) {
+        size_t n = 0;
+        for (size_t i = m->n_base_params; i < m->n_params; i++)
+            n += m->params[i].numel;
+        *data = m->lora_w;
+        *grad = m->lora_g;
+        return n;
+    }
+    if (!m->g)
+        return 0;
+    *data = m->w;
+    *grad = m->g;
+    return m->n_w;
+}
+
 void model_zero_grad(struct model *m)
 {
     if (m->g)

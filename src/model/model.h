@@ -4,8 +4,8 @@
  *     struct model *m = model_load("models/SmolLM2-135M", &err);
  *     struct model_run *run = model_run_new(m, B, T, &err);     // activations for (B, T)
  *     model_zero_grad(m);
- *     model_forward(run, tokens, targets, mask, &batch_opts, &loss, &err);
- *     model_backward(run);                                      // grads of trainable params
+ *     model_forward(run, tokens, targets, mask, NULL, true, seed, &loss, &err);
+ *     model_backward(run, 0);                                   // grads of trainable params
  *     ... optimizer reads model_param_at(m, i)->data / ->grad ...
  *     model_run_free(run); model_free(m);
  *
@@ -82,6 +82,13 @@ int64_t model_count_trainable(const struct model *m);
  * when a LoRA adapter is attached. */
 int model_train_full(struct model *m, struct fj_err *err);
 
+/* Every trainable value as one flat block, and its gradients as another of the same layout
+ * (full fine-tuning: all base weights; LoRA: all A and B matrices), for optimizers. Returns
+ * the number of floats (0 when nothing is trainable: *data and *grad are then NULL). The
+ * parameter table's data/grad pointers of trainable tensors point inside these blocks.
+ * Borrowed; valid until model_free. */
+size_t model_trainable_block(struct model *m, float **data, float **grad);
+
 /* ---- LoRA ------------------------------------------------------------------------------ */
 
 /* Which linear projections carry LoRA (PEFT's target_modules). */
@@ -132,6 +139,9 @@ struct model_run;
 
 /* Activations and scratch for batches of B rows of T tokens. Owned by the caller. */
 struct model_run *model_run_new(struct model *m, int B, int T, struct fj_err *err);
+
+/* The bytes model_run_new(m, B, T) allocates (to size micro-batches to a memory budget). */
+size_t model_run_bytes(const struct model *m, int B, int T);
 void model_run_free(struct model_run *r);
 
 struct model_loss {
@@ -140,12 +150,19 @@ struct model_loss {
     int64_t n_correct; /* of those, how many have argmax(logits) == target */
 };
 
+/* Uses only the first B rows (1 <= B <= the B the run was made for) from now on: a last,
+ * smaller micro-batch runs without padding rows. FJ_ERR_RANGE otherwise. */
+int model_run_set_batch(struct model_run *r, int B, struct fj_err *err);
+
 /* Forward over tokens (B, T) predicting targets (B, T), counting positions where mask
- * (B, T) is 1 (mask may be NULL: all count). train enables LoRA dropout, drawn from
- * dropout_seed. Ids outside the vocabulary fail with FJ_ERR_RANGE. */
+ * (B, T) is 1 (mask may be NULL: all count). pos (B, T) may be NULL (each row is one
+ * sequence at positions 0 .. T-1) or give packed rows: several sequences one after another,
+ * each with positions 0, 1, 2, ... and attention confined to itself, so each gets the
+ * logits it would get alone. train enables LoRA dropout, drawn from dropout_seed. Ids
+ * outside the vocabulary, or positions that do not count up from 0, fail with FJ_ERR_RANGE. */
 int model_forward(struct model_run *r, const int32_t *tokens, const int32_t *targets,
-                  const float *mask, bool train, uint64_t dropout_seed, struct model_loss *loss,
-                  struct fj_err *err);
+                  const float *mask, const int32_t *pos, bool train, uint64_t dropout_seed,
+                  struct model_loss *loss, struct fj_err *err);
 
 /* The logits (B, T, V) of the last forward; borrowed, overwritten by model_backward. */
 const float *model_run_logits(const struct model_run *r);
@@ -153,8 +170,11 @@ const float *model_run_logits(const struct model_run *r);
 /* Sets every trainable tensor's gradient to zero. */
 void model_zero_grad(struct model *m);
 
-/* Adds the gradient of the last forward's loss to every trainable tensor's grad. */
-void model_backward(struct model_run *r);
+/* Adds to every trainable tensor's grad the gradient of the last forward's summed masked
+ * loss divided by n_tokens: the counted tokens of the whole optimizer step when it is split
+ * into micro-batches, so that their gradients add up to the step's mean loss; n_tokens <= 0
+ * means the forward's own count (its mean loss). */
+void model_backward(struct model_run *r, double n_tokens);
 
 /* ---- inference with a KV cache ---------------------------------------------------------- */
 

@@ -5,6 +5,7 @@
  * forward and backward allocate nothing. Backward overwrites the logits with their gradient
  * (the largest buffer of a step) instead of keeping a second (B, T, V) array.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,10 @@
 struct model_run {
     struct model *m;
     int B, T, N;
+    int B_max;                        /* rows the buffers were sized for; B <= B_max */
     int32_t *tokens, *targets, *pos;  /* (N) */
+    int32_t *kstart;                  /* (N) first key of each row's segment, when packed */
+    bool packed;                      /* the last forward had positions (kstart valid) */
     float *mask;                      /* (N) */
     float *cos_t, *sin_t;             /* (T, HS/2) */
     float *res;                       /* (L + 1, N, C) residual stream at each block's input */
@@ -99,6 +103,18 @@ static void run_layout(struct model_run *r, struct carver *cv)
     r->gb.lora_dx = carve(cv, drop ? N * in_max : 0);
 }
 
+size_t model_run_bytes(const struct model *m, int B, int T)
+{
+    struct block_bufs *bufs = calloc((size_t)m->cfg.n_layer, sizeof *bufs);
+    struct model_run r = {.m = (struct model *)m, .B = B, .T = T, .N = B * T, .bufs = bufs};
+    struct carver cv = {0};
+    if (!bufs)
+        return SIZE_MAX;
+    run_layout(&r, &cv);
+    free(bufs);
+    return cv.used * sizeof(float) + 4 * (size_t)B * T * sizeof(int32_t);
+}
+
 struct model_run *model_run_new(struct model *m, int B, int T, struct fj_err *err)
 {
     const struct model_config *c = &m->cfg;
@@ -109,7 +125,7 @@ struct model_run *model_run_new(struct model *m, int B, int T, struct fj_err *er
     }
     struct model_run *r = calloc(1, sizeof *r);
     if (!r || !(r->bufs = calloc((size_t)c->n_layer, sizeof *r->bufs)) ||
-        !(r->ints = malloc(3 * (size_t)B * T * sizeof(int32_t)))) {
+        !(r->ints = malloc(4 * (size_t)B * T * sizeof(int32_t)))) {
         fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
         model_run_free(r);
         return NULL;
@@ -121,6 +137,8 @@ struct model_run *model_run_new(struct model *m, int B, int T, struct fj_err *er
     r->tokens = r->ints;
     r->targets = r->ints + r->N;
     r->pos = r->ints + 2 * r->N;
+    r->kstart = r->ints + 3 * r->N;
+    r->B_max = B;
     struct carver cv = {0};
     run_layout(r, &cv);
     r->block = model_alloc_floats(cv.used, err);
@@ -130,9 +148,6 @@ struct model_run *model_run_new(struct model *m, int B, int T, struct fj_err *er
     }
     cv = (struct carver){.base = r->block};
     run_layout(r, &cv);
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            r->pos[b * T + t] = t;
     if (c->arch != MODEL_ARCH_GPT2)
         nn_rope_tables(r->cos_t, r->sin_t, m->inv_freq, T, c->head_dim);
     return r;
@@ -153,19 +168,60 @@ const float *model_run_logits(const struct model_run *r)
     return r->logits;
 }
 
+int model_run_set_batch(struct model_run *r, int B, struct fj_err *err)
+{
+    if (B < 1 || B > r->B_max)
+        return fj_err_set(err, FJ_ERR_RANGE, "batch of %d rows; the run holds 1 to %d", B,
+                          r->B_max);
+    r->B = B;
+    r->N = B * r->T;
+    r->have_forward = false;
+    return 0;
+}
+
 static struct block_attn run_attn(const struct model_run *r)
 {
-    return (struct block_attn){
-        .pos = r->pos, .cos_t = r->cos_t, .sin_t = r->sin_t, .B = r->B, .T = r->T};
+    return (struct block_attn){.pos = r->pos,
+                               .kstart = r->packed ? r->kstart : NULL,
+                               .cos_t = r->cos_t,
+                               .sin_t = r->sin_t,
+                               .B = r->B,
+                               .T = r->T};
+}
+
+/* Takes the rows' positions: each row is segments whose positions count 0, 1, 2, ... from
+ * their first token, which is also the first key the segment's tokens may see. NULL: every
+ * row is one sequence (positions 0 .. T-1). */
+static int set_positions(struct model_run *r, const int32_t *pos, struct fj_err *err)
+{
+    r->packed = pos != NULL;
+    for (int b = 0; b < r->B; b++)
+        for (int t = 0; t < r->T; t++) {
+            int n = b * r->T + t;
+            if (!pos) {
+                r->pos[n] = t;
+                continue;
+            }
+            if (pos[n] != 0 && (t == 0 || pos[n] != pos[n - 1] + 1))
+                return fj_err_set(err, FJ_ERR_RANGE,
+                                  "position %d at row %d column %d: a position is 0 (a new "
+                                  "sequence) or one more than the one before",
+                                  pos[n], b, t);
+            r->pos[n] = pos[n];
+            r->kstart[n] = t - pos[n];
+        }
+    return 0;
 }
 
 int model_forward(struct model_run *r, const int32_t *tokens, const int32_t *targets,
-                  const float *mask, bool train, uint64_t dropout_seed, struct model_loss *loss,
-                  struct fj_err *err)
+                  const float *mask, const int32_t *pos, bool train, uint64_t dropout_seed,
+                  struct model_loss *loss, struct fj_err *err)
 {
     const struct model *m = r->m;
     const struct model_config *c = &m->cfg;
     int N = r->N, C = c->n_embd, V = c->vocab_size, L = c->n_layer;
+    if (set_positions(r, pos, err) != 0)
+        return FJ_ERR_RANGE;
     for (int n = 0; n < N; n++) {
         float w = mask ? mask[n] : 1.0f;
         if (tokens[n] < 0 || tokens[n] >= V)
@@ -211,7 +267,7 @@ int model_forward(struct model_run *r, const int32_t *tokens, const int32_t *tar
     return 0;
 }
 
-void model_backward(struct model_run *r)
+void model_backward(struct model_run *r, double n_tokens)
 {
     const struct model *m = r->m;
     const struct model_config *c = &m->cfg;
@@ -219,7 +275,8 @@ void model_backward(struct model_run *r)
     if (!r->have_forward)
         return;
     r->have_forward = false; /* the logits become their gradient */
-    float dloss = r->n_tokens > 0 ? (float)(1.0 / r->n_tokens) : 0.0f;
+    double denom = n_tokens > 0 ? n_tokens : r->n_tokens;
+    float dloss = denom > 0 ? (float)(1.0 / denom) : 0.0f;
     nn_crossentropy_backward(r->logits, r->targets, r->mask, dloss, N, V);
 
     struct block_attn at = run_attn(r);

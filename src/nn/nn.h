@@ -85,16 +85,18 @@ void nn_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
  *   position Tk - Tq + i and sees keys 0..Tk-Tq+i.
  *   out (Tq, NH*HS) row stride ldo; att (NH, Tq, Tk) the probabilities, kept for backward
  *   (masked entries are 0).
+ *   kstart (B, Tq) or NULL: query i sees only keys kstart[i] .. Tk-Tq+i (several sequences
+ *   packed into one row, each attending only to itself); NULL means 0 for every query.
  * Batch strides are Tq*ldq etc. (B contiguous blocks). */
 void nn_attention_forward(float *out, int ldo, float *att, const float *q, int ldq, const float *k,
-                          int ldk, const float *v, int ldv, int B, int Tq, int Tk, int NH, int NKV,
-                          int HS);
-/* Gradients into dq, dk, dv (same layouts as q, k, v), for Tq == Tk == T.
- * scratch: nn_threads() * T * T floats. */
+                          int ldk, const float *v, int ldv, const int32_t *kstart, int B, int Tq,
+                          int Tk, int NH, int NKV, int HS);
+/* Gradients into dq, dk, dv (same layouts as q, k, v), for Tq == Tk == T, with the forward's
+ * kstart. scratch: nn_threads() * T * T floats. */
 void nn_attention_backward(float *dq, float *dk, float *dv, const float *dout, int ldo,
                            const float *att, const float *q, int ldq, const float *k, int ldk,
-                           const float *v, int ldv, int B, int T, int NH, int NKV, int HS,
-                           float *scratch);
+                           const float *v, int ldv, const int32_t *kstart, int B, int T, int NH,
+                           int NKV, int HS, float *scratch);
 
 /* ---- activations ---------------------------------------------------------------------- */
 

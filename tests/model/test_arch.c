@@ -125,7 +125,7 @@ int main(int argc, char **argv)
 
     struct model_run *run = model_run_new(m, B, T, &err);
     struct model_loss loss;
-    if (!run || model_forward(run, tokens, targets, mask, false, 0, &loss, &err) != 0) {
+    if (!run || model_forward(run, tokens, targets, mask, NULL, false, 0, &loss, &err) != 0) {
         fprintf(stderr, "FAIL forward: %s\n", err.msg);
         return 1;
     }
@@ -146,7 +146,7 @@ int main(int argc, char **argv)
     failures += !count_ok;
 
     model_zero_grad(m);
-    model_backward(run);
+    model_backward(run, 0);
     int n_grads = 0;
     double worst_grad = 0;
     for (size_t i = 0; i < model_n_params(m); i++) {

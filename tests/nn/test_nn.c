@@ -174,8 +174,8 @@ static float *att_q, *att_k, *att_v;
 static void att_fwd(struct fd_case *c, float *out)
 {
     (void)c;
-    nn_attention_forward(out, AQ, att_buf, att_q, AQ, att_k, AKV, att_v, AKV, AB, AT, AT, ANH, ANKV,
-                         AHS);
+    nn_attention_forward(out, AQ, att_buf, att_q, AQ, att_k, AKV, att_v, AKV, NULL, AB, AT, AT, ANH,
+                         ANKV, AHS);
 }
 
 static void test_attention(void)
@@ -192,8 +192,8 @@ static void test_attention(void)
     for (int h = 0; h < ANH; h++)
         for (int d = 0; d < AHS; d++)
             CHECK(fabsf(out[h * AHS + d] - att_v[(h / (ANH / ANKV)) * AHS + d]) < 1e-6f);
-    nn_attention_backward(dq, dk, dv, R, AQ, att_buf, att_q, AQ, att_k, AKV, att_v, AKV, AB, AT,
-                          ANH, ANKV, AHS, scratch);
+    nn_attention_backward(dq, dk, dv, R, AQ, att_buf, att_q, AQ, att_k, AKV, att_v, AKV, NULL, AB,
+                          AT, ANH, ANKV, AHS, scratch);
     struct fd_case cq = {att_fwd, att_q, nq, nq, NULL};
     struct fd_case ck = {att_fwd, att_k, nkv, nq, NULL};
     struct fd_case cv = {att_fwd, att_v, nkv, nq, NULL};
@@ -203,13 +203,67 @@ static void test_attention(void)
     /* a query chunk over a longer key range equals the matching rows of the full square */
     float *part = zeros(2 * AQ), *part_att = zeros(ANH * 2 * AT);
     nn_attention_forward(part, AQ, part_att, att_q + (size_t)(AT - 2) * AQ, AQ, att_k, AKV, att_v,
-                         AKV, 1, 2, AT, ANH, ANKV, AHS);
+                         AKV, NULL, 1, 2, AT, ANH, ANKV, AHS);
     double e = 0;
     for (int i = 0; i < 2 * AQ; i++)
         e = fmax(e, fabs(part[i] - out[(size_t)(AT - 2) * AQ + i]));
     CHECK(e < 1e-6);
     free(att_q), free(att_k), free(att_v), free(R), free(out), free(dq), free(dk), free(dv);
     free(scratch), free(part), free(part_att);
+}
+
+/* Packed rows: one row holding several sequences, each attending only to itself (key
+ * starts), gives every sequence the outputs and gradients it gets alone in a row of its own
+ * (the path checked by finite differences above). Segment lengths put segment boundaries
+ * inside and across the kernel's 64-query blocks. */
+static void test_attention_packed(void)
+{
+    enum { T = 160, NSEG = 4 };
+    static const int seg_len[NSEG] = {70, 3, 64, 23};
+    size_t nq = (size_t)T * AQ, nkv = (size_t)T * AKV;
+    float *q = rand_vec(nq), *k = rand_vec(nkv), *v = rand_vec(nkv), *R = rand_vec(nq);
+    float *out = zeros(nq), *att = zeros((size_t)ANH * T * T);
+    float *dq = zeros(nq), *dk = zeros(nkv), *dv = zeros(nkv);
+    float *scratch = zeros((size_t)nn_threads() * T * T);
+    int32_t kstart[T];
+    for (int s = 0, t0 = 0; s < NSEG; t0 += seg_len[s++])
+        for (int i = 0; i < seg_len[s]; i++)
+            kstart[t0 + i] = t0;
+    nn_attention_forward(out, AQ, att, q, AQ, k, AKV, v, AKV, kstart, 1, T, T, ANH, ANKV, AHS);
+    nn_attention_backward(dq, dk, dv, R, AQ, att, q, AQ, k, AKV, v, AKV, kstart, 1, T, ANH, ANKV,
+                          AHS, scratch);
+    double e_out = 0, e_grad = 0, leak = 0;
+    for (int s = 0, t0 = 0; s < NSEG; t0 += seg_len[s++]) {
+        int n = seg_len[s];
+        float *o1 = zeros((size_t)n * AQ), *a1 = zeros((size_t)ANH * n * n);
+        float *dq1 = zeros((size_t)n * AQ), *dk1 = zeros((size_t)n * AKV),
+              *dv1 = zeros((size_t)n * AKV);
+        nn_attention_forward(o1, AQ, a1, q + (size_t)t0 * AQ, AQ, k + (size_t)t0 * AKV, AKV,
+                             v + (size_t)t0 * AKV, AKV, NULL, 1, n, n, ANH, ANKV, AHS);
+        nn_attention_backward(dq1, dk1, dv1, R + (size_t)t0 * AQ, AQ, a1, q + (size_t)t0 * AQ, AQ,
+                              k + (size_t)t0 * AKV, AKV, v + (size_t)t0 * AKV, AKV, NULL, 1, n, ANH,
+                              ANKV, AHS, scratch);
+        for (size_t i = 0; i < (size_t)n * AQ; i++) {
+            e_out = fmax(e_out, fabs(o1[i] - out[(size_t)t0 * AQ + i]));
+            e_grad = fmax(e_grad, fabs(dq1[i] - dq[(size_t)t0 * AQ + i]));
+        }
+        for (size_t i = 0; i < (size_t)n * AKV; i++) {
+            e_grad = fmax(e_grad, fabs(dk1[i] - dk[(size_t)t0 * AKV + i]));
+            e_grad = fmax(e_grad, fabs(dv1[i] - dv[(size_t)t0 * AKV + i]));
+        }
+        /* no probability mass outside the segment */
+        for (int h = 0; h < ANH; h++)
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < T; j++)
+                    if (j < t0 || j > t0 + i)
+                        leak = fmax(leak, fabs(att[((size_t)h * T + t0 + i) * T + j]));
+        free(o1), free(a1), free(dq1), free(dk1), free(dv1);
+    }
+    CHECK(e_out < 1e-5);
+    CHECK(e_grad < 1e-5);
+    CHECK(leak == 0);
+    free(q), free(k), free(v), free(R), free(out), free(att), free(dq), free(dk), free(dv);
+    free(scratch);
 }
 
 /* ---- activations, loss, linear, embedding ---- */
@@ -366,6 +420,7 @@ int main(void)
     RUN(test_gemm);
     RUN(test_norms);
     RUN(test_attention);
+    RUN(test_attention_packed);
     RUN(test_activations);
     RUN(test_loss);
     RUN(test_linear);

@@ -1,0 +1,7 @@
+# tests/train: fine-tuning (src/train). Included from tests/CMakeLists.txt.
+#
+#   train_steps          tool: K optimizer steps on a reference case (train_steps.c)
+#   train_optim_parity   those steps against torch.optim.AdamW (parity.cmake)
+add_executable(train_steps train/train_steps.c)
+target_link_libraries(train_steps PRIVATE forja_lib)
+include(${CMAKE_CURRENT_LIST_DIR}/parity.cmake OPTIONAL)
