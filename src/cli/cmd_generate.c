@@ -28,12 +28,16 @@ static bool is_stop(const struct model_info *info, uint32_t id)
 }
 
 /* The prompt's ids: raw text (special-token text recognised unless no_special), or with
- * chat, one user message rendered with the template's generation prompt. */
-static int prompt_ids(const struct model_info *info, const char *prompt, bool chat, bool no_special,
-                      struct chat_tokens *out, struct fj_err *err)
+ * chat, one user message (after a system message when system is not NULL) rendered with
+ * the template's generation prompt. */
+static int prompt_ids(const struct model_info *info, const char *prompt, const char *system,
+                      bool chat, bool no_special, struct chat_tokens *out, struct fj_err *err)
 {
     if (chat) {
         json_t *messages = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
+        if (messages && system)
+            json_array_insert_new(messages, 0,
+                                  json_pack("{s:s, s:s}", "role", "system", "content", system));
         int rc = messages ? model_info_render_prompt(info, messages, NULL, out, err)
                           : fj_err_set(err, FJ_ERR_INVALID, "the prompt is not valid UTF-8");
         json_decref(messages);
@@ -128,8 +132,13 @@ static int run_generate(const struct cli_cmd *cmd, const struct cli_args *a)
     }
     struct chat_tokens ptoks = {0};
     struct model *m = NULL;
-    if (prompt_ids(&info, prompt, cli_has(cmd, a, "chat"), cli_has(cmd, a, "no-special"), &ptoks,
-                   &err) != 0) {
+    if (cli_get(cmd, a, "system") && !cli_has(cmd, a, "chat")) {
+        fprintf(stderr, "forja generate: --system goes with --chat\n");
+        model_info_close(&info);
+        return CLI_USAGE;
+    }
+    if (prompt_ids(&info, prompt, cli_get(cmd, a, "system"), cli_has(cmd, a, "chat"),
+                   cli_has(cmd, a, "no-special"), &ptoks, &err) != 0) {
         fprintf(stderr, "forja generate: %s\n", err.msg);
         rc = CLI_DATA_ERROR;
     } else if (!(m = model_load(path, &err))) {
@@ -155,6 +164,7 @@ static const struct cli_opt generate_opts[] = {
     {"chat", NULL,
      "Treat --prompt as one user message: render it with the chat template "
      "and its generation prompt."},
+    {"system", "TEXT", "With --chat: a system message before the prompt."},
     {"no-special", NULL,
      "Treat special-token text in the prompt (<|im_start|>, ...) as "
      "ordinary text."},

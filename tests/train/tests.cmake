@@ -2,6 +2,8 @@
 #
 #   train_steps          tool: K optimizer steps on a reference case (train_steps.c)
 #   train_optim_parity   those steps against torch.optim.AdamW (parity.cmake)
+forja_c_test(test_train train/test_train.c)
+target_include_directories(test_train PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 add_executable(train_steps train/train_steps.c)
 target_link_libraries(train_steps PRIVATE forja_lib)
 include(${CMAKE_CURRENT_LIST_DIR}/parity.cmake OPTIONAL)
