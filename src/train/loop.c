@@ -88,7 +88,11 @@ static int load_file(struct loop *L, struct train_dataset *ds, const char *path,
     int hp_len = L->cfg->hp.max_seq_len;
     int max_len = hp_len > 0 && hp_len < c->n_ctx ? hp_len : c->n_ctx;
     struct data_problems probs = {.limit = 1000};
-    int rc = train_dataset_load(ds, path, &L->info, max_len, min, &probs, err);
+    struct fj_err e = {0};
+    int rc = train_dataset_load(ds, path, &L->info, max_len, min, &probs, &e);
+    if (rc != 0) /* the file cannot be read: the job's data is at fault unless memory is */
+        rc = fj_err_set(err, rc == FJ_ERR_NOMEM ? rc : FJ_ERR_INVALID, "%s: %s: %s", param, path,
+                        e.msg);
     char where[64];
     const struct data_problem *first = NULL;
     for (size_t i = 0; rc == 0 && i < probs.len; i++) {
@@ -390,6 +394,13 @@ static int setup_method(struct loop *L, const char *ckpt, struct fj_err *err)
 static int prepare(struct loop *L, const char **ckpt_out, json_t **state, struct fj_err *err)
 {
     const struct train_config *cfg = L->cfg;
+    char prior[4400];
+    snprintf(prior, sizeof prior, "%s/checkpoints", cfg->out_dir);
+    if (!cfg->resume && fj_file_exists(prior))
+        return fj_err_set(err, FJ_ERR_INVALID,
+                          "%s already holds a run's checkpoints: continue it with --resume, or "
+                          "choose another output folder",
+                          cfg->out_dir);
     int rc = model_info_open(&L->info, cfg->model_path, err);
     L->have_info = rc == 0;
     if (rc == 0)

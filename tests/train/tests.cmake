@@ -7,3 +7,8 @@ target_include_directories(test_train PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 add_executable(train_steps train/train_steps.c)
 target_link_libraries(train_steps PRIVATE forja_lib)
 include(${CMAKE_CURRENT_LIST_DIR}/parity.cmake OPTIONAL)
+
+# forja train end to end: quality on the lab's data, reproducibility, resume after SIGTERM and
+# kill -9, LoRA, bad data (tests/cli/test_train.sh).
+add_test(NAME cli_train COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_train.sh $<TARGET_FILE:forja>)
+set_tests_properties(cli_train PROPERTIES LABELS cli TIMEOUT 1500)
