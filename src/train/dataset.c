@@ -54,8 +54,9 @@ static int add_example(struct train_dataset *ds, uint64_t line, const struct cha
     size_t n = t->ids.len;
     if (n > (size_t)max_len + 1) {
         if (data_problems_add(probs, line, 0, DATA_WARNING,
-                              "%zu tokens, more than the context of %d: truncated to %d", n,
-                              max_len + 1, max_len + 1) != 0)
+                              "%zu tokens, more than a context of %d positions holds: truncated "
+                              "to the first %d",
+                              n, max_len, max_len + 1) != 0)
             return fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
         n = (size_t)max_len + 1;
         ds->n_truncated++;

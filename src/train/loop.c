@@ -108,9 +108,9 @@ static int load_file(struct loop *L, struct train_dataset *ds, const char *path,
     }
     if (rc == 0 && ds->n_truncated)
         message(L, TRAIN_WARN,
-                "%s: %llu example(s) longer than the context of %d tokens were "
+                "%s: %llu example(s) longer than the context of %d positions were "
                 "truncated",
-                path, (unsigned long long)ds->n_truncated, max_len + 1);
+                path, (unsigned long long)ds->n_truncated, max_len);
     if (rc == 0 && probs.errors) {
         if (first && first->line)
             snprintf(where, sizeof where, ":%llu", (unsigned long long)first->line);
