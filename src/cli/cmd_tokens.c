@@ -1,7 +1,9 @@
 /* cmd_tokens.c - `forja tokens`: the lab's token-count report, plus the data checks.
  *
- * The report is byte for byte what the lab's notebook cell prints for the same files
- * (docs/cli.md); the problems the checks find follow it, one per line, as
+ * For chat files the report is byte for byte what the lab's notebook cell prints for the
+ * same files (docs/cli.md); prompt/completion and preference files get the same layout with
+ * a "Format:" line, of the counts data_check_line gives them (docs/data-format.md). The
+ * problems the checks find follow it, one per line, as
  * FILE:LINE[:COLUMN]: error|warning: message.
  */
 #include <stdio.h>
@@ -32,6 +34,8 @@ static void print_distribution(const struct data_dist *d, const char *name)
 static void print_report(const struct data_file_report *r)
 {
     printf("File: %s\n", r->path);
+    if (r->format != DATA_FORMAT_CHAT)
+        printf("Format: %s\n", data_format_name(r->format));
     if (r->examples == 0) {
         printf("\n(no examples to count)\n");
     } else {
@@ -92,13 +96,14 @@ static int print_json(const struct data_file_report *reports, size_t n, const ch
         warnings += r->problems.warnings;
         json_array_append_new(
             files,
-            json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:o, s:I}", "file",
-                      r->path, "training", r->training, "bytes", (json_int_t)r->bytes, "lines",
-                      (json_int_t)r->lines, "examples", (json_int_t)r->examples, "valid_examples",
-                      (json_int_t)r->valid, "total_tokens", dist_json(r, &r->total),
-                      "assistant_tokens", dist_json(r, &r->assistant), "errors",
-                      (json_int_t)r->problems.errors, "warnings", (json_int_t)r->problems.warnings,
-                      "problems", problems, "problems_not_shown",
+            json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:o, s:I}", "file",
+                      r->path, "format", data_format_name(r->format), "training", r->training,
+                      "bytes", (json_int_t)r->bytes, "lines", (json_int_t)r->lines, "examples",
+                      (json_int_t)r->examples, "valid_examples", (json_int_t)r->valid,
+                      "total_tokens", dist_json(r, &r->total), "assistant_tokens",
+                      dist_json(r, &r->assistant), "errors", (json_int_t)r->problems.errors,
+                      "warnings", (json_int_t)r->problems.warnings, "problems", problems,
+                      "problems_not_shown",
                       (json_int_t)(r->problems.errors + r->problems.warnings - r->problems.len)));
     }
     json_t *doc = json_pack("{s:s, s:I, s:o, s:I, s:I, s:b}", "encoding", encoding, "context",
@@ -230,7 +235,9 @@ const struct cli_cmd cli_cmd_tokens = {
     "fine-tuning rules (a JSON object with a non-empty \"messages\" list, known roles, string "
     "content, at least one assistant message, \"weight\" only on assistant messages and only "
     "0 or 1, valid UTF-8, at least 10 examples in a training file) and warns about examples "
-    "longer than the context. Problems are listed after the report as "
+    "longer than the context. Prompt/completion and preference (DPO) files are checked and "
+    "counted too, in the same layout with a \"Format:\" line (docs/data-format.md); one file "
+    "holds one format. Problems are listed after the report as "
     "FILE:LINE[:COLUMN]: error|warning: message. The exit status is 1 if there was any error; "
     "warnings do not change it. Files are read in bounded memory, on all CPUs.",
     tokens_opts,

@@ -1,6 +1,6 @@
 /* data.h - fine-tuning data: JSONL files read in bounded memory, each line checked against
- * the fine-tuning rules (docs/data-format.md), and the token statistics of the lab's
- * "validate token counts" step.
+ * the fine-tuning rules of its format (chat, prompt/completion or preference;
+ * docs/data-format.md), and the token statistics of the lab's "validate token counts" step.
  *
  * The same checks serve `forja tokens` and, later, the trainer's file validation: one
  * implementation of the rules. Problems are data (struct data_problem), never printed here.
@@ -52,19 +52,60 @@ struct data_check_opts {
     uint64_t context;               /* more total tokens than this is a warning; 0: no check */
 };
 
-struct data_line_result {
-    bool counted;       /* the line's tokens could be counted (an object with a messages list) */
-    uint64_t total;     /* the lab's count: 3 per message + each string value + 1 per name + 3 */
-    uint64_t assistant; /* tokens of the assistant messages' content */
+/* The fine-tuning formats of OpenAI (docs/data-format.md), told apart by their keys. */
+enum data_format {
+    DATA_FORMAT_CHAT,       /* {"messages": [...]} */
+    DATA_FORMAT_COMPLETION, /* {"prompt": "...", "completion": "..."} */
+    DATA_FORMAT_PREFERENCE, /* {"input": {"messages": [...]}, "preferred_output": [...], ...} */
 };
 
-/* Checks one line (without its newline) of a chat-format fine-tuning file: valid UTF-8,
- * a JSON object, a non-empty messages list of objects with known roles and string content,
- * at least one assistant message, weight only on assistant messages and only 0 or 1. Each
- * problem goes to probs under line number `line`. Returns 0, or a negative FJ_ERR_* for a
- * failure that is not the data's fault (out of memory). */
+/* "chat", "prompt/completion" or "preference" (static). */
+const char *data_format_name(enum data_format format);
+
+struct data_line_result {
+    enum data_format format; /* the line's format when recognised, else DATA_FORMAT_CHAT */
+    bool recognised;         /* a JSON object with a format's keys (see data_check_line) */
+    bool counted;            /* the line's tokens could be counted (see below) */
+    uint64_t total;          /* tokens of the example (see below) */
+    uint64_t assistant;      /* tokens of what the example teaches (see below) */
+};
+
+/* Checks one line (without its newline) of a fine-tuning file. The format is told by the
+ * keys, first match wins: "messages" is chat; "prompt" or "completion" prompt/completion;
+ * "input", "preferred_output" or "non_preferred_output" preference. Each line must be valid
+ * UTF-8 and a JSON object; then
+ *   chat: a non-empty messages list of objects with known roles and string content, at
+ *     least one assistant message, weight only on assistant messages and only 0 or 1;
+ *     "tools" a list of objects, "parallel_tool_calls" a boolean. counted when messages is
+ *     a list; total is the lab's count (3 per message + each string value + 1 per name + 3),
+ *     assistant the tokens of the assistant messages' content.
+ *   prompt/completion: both strings, the completion not empty. counted when both are
+ *     strings; total = tokens(prompt) + tokens(completion), assistant = tokens(completion).
+ *   preference: input.messages a non-empty list of valid messages (chat's rules, no
+ *     assistant needed); preferred_output and non_preferred_output each a list of exactly one
+ *     assistant message with string content. counted when input.messages and
+ *     preferred_output are lists; total is the lab's count over input.messages and
+ *     preferred_output, assistant the tokens of preferred_output's content.
+ * Unknown keys are warnings; so is a counted example with more tokens than opts->context.
+ * Each problem goes to probs under line number `line`. Returns 0, or a negative FJ_ERR_* for
+ * a failure that is not the data's fault (out of memory). */
 int data_check_line(const char *text, size_t len, uint64_t line, const struct data_check_opts *opts,
                     struct data_line_result *res, struct data_problems *probs, struct fj_err *err);
+
+/* The file-level rule: all examples of a file have the format of its first recognised line.
+ * Start from {0} and feed it the recognised lines in file order. */
+struct data_format_rule {
+    bool known;              /* a recognised line was seen */
+    enum data_format format; /* the first recognised line's format */
+    uint64_t first_line;     /* and its number */
+    bool reported;           /* the first line of another format was reported */
+};
+
+/* Feeds rule one recognised line. Returns 1 when this is the file's first line whose format
+ * differs from the first recognised line's (an error for it goes to probs), 0 for any other
+ * line, FJ_ERR_NOMEM. */
+int data_format_rule_check(struct data_format_rule *rule, uint64_t line, enum data_format format,
+                           struct data_problems *probs);
 
 /* ---- statistics --------------------------------------------------------------------- */
 
@@ -140,16 +181,19 @@ struct data_file_report {
     bool training;    /* min_examples applies */
     bool opened;      /* false if the file could not be opened (see problems) */
     uint64_t bytes, lines;
-    uint64_t examples; /* lines whose tokens were counted */
-    uint64_t valid;    /* lines without errors */
+    uint64_t examples;       /* lines whose tokens were counted */
+    uint64_t valid;          /* lines without errors */
+    enum data_format format; /* the first recognised line's (DATA_FORMAT_CHAT if none) */
     struct data_dist total, assistant;
     struct data_problems problems;
 };
 
 /* Checks and counts every file, using opts->threads workers (lines of one file are spread
  * over all of them). reports[i] describes paths[i]; a file that cannot be read gets a
- * problem on line 0, not a failure. Returns 0, or a negative FJ_ERR_* (out of memory, no
- * threads) with err filled. The caller frees the reports with data_file_report_free. */
+ * problem on line 0, not a failure. A line whose format differs from the file's first
+ * recognised line's is an error (data_format_rule_check: the first such line only). Returns
+ * 0, or a negative FJ_ERR_* (out of memory, no threads) with err filled. The caller frees the
+ * reports with data_file_report_free. */
 int data_scan_files(const char *const *paths, const bool *training, size_t n,
                     const struct data_scan_opts *opts, struct data_file_report *reports,
                     struct fj_err *err);

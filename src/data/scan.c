@@ -6,6 +6,8 @@
  * every number are the same whatever the thread count. At most MAX_INFLIGHT blocks exist at
  * once, which bounds memory whatever the file size. Files follow one another in the same
  * stream (a file's end is a marker in it), so many small files keep all workers busy too.
+ * The one-format-per-file rule needs the lines in order: each block notes the first line of
+ * each format it holds, and the merge feeds those to the file's data_format_rule.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,6 +16,8 @@
 #include "data/data.h"
 
 #define BLOCK_TARGET (1u << 20)
+#define N_FORMATS    3 /* enum data_format's values */
+_Static_assert(DATA_FORMAT_PREFERENCE + 1 == N_FORMATS, "N_FORMATS is enum data_format's size");
 
 struct job {
     size_t file;
@@ -23,6 +27,8 @@ struct job {
     struct data_hist total, assistant;
     struct data_problems probs;
     uint64_t lines, examples, valid;
+    uint64_t first_line[N_FORMATS]; /* per format, its first line in the block; 0: none */
+    bool first_valid[N_FORMATS];    /* whether that line was valid */
     int rc;
     struct fj_err err;
     struct job *next_free;
@@ -48,6 +54,8 @@ static void job_reset(struct job *j, size_t file, size_t max_problems)
     memset(&j->probs, 0, sizeof j->probs);
     j->probs.limit = max_problems;
     j->lines = j->examples = j->valid = 0;
+    memset(j->first_line, 0, sizeof j->first_line);
+    memset(j->first_valid, 0, sizeof j->first_valid);
     j->rc = 0;
     fj_err_clear(&j->err);
 }
@@ -85,8 +93,12 @@ static int check_block(struct job *j, const struct data_scan_opts *opts)
                 data_hist_add(&j->assistant, res.assistant, 1) != 0)
                 return fj_err_set(&j->err, FJ_ERR_NOMEM, "out of memory");
         }
-        if (j->probs.errors == errors_before && res.counted)
-            j->valid++;
+        bool valid = j->probs.errors == errors_before && res.counted;
+        j->valid += valid;
+        if (res.recognised && j->first_line[res.format] == 0) {
+            j->first_line[res.format] = l->number;
+            j->first_valid[res.format] = valid;
+        }
     }
     return 0;
 }
@@ -122,6 +134,7 @@ struct scan {
     struct job *free_jobs;
     struct data_file_report *reports;
     struct data_hist *totals, *assistants; /* per file */
+    struct data_format_rule *rules;        /* per file */
     const struct data_scan_opts *opts;
 };
 
@@ -145,6 +158,7 @@ static void job_put(struct scan *s, struct job *j)
 static int finish_file(struct scan *s, size_t f, struct fj_err *err)
 {
     struct data_file_report *r = &s->reports[f];
+    r->format = s->rules[f].known ? s->rules[f].format : DATA_FORMAT_CHAT;
     if (data_hist_dist(&s->totals[f], &r->total) != 0 ||
         data_hist_dist(&s->assistants[f], &r->assistant) != 0)
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
@@ -161,6 +175,79 @@ static int finish_file(struct scan *s, size_t f, struct fj_err *err)
                                (unsigned long long)r->valid, r->valid == 1 ? "" : "s",
                                s->opts->min_examples);
     return rc != 0 ? fj_err_set(err, FJ_ERR_NOMEM, "out of memory") : 0;
+}
+
+int data_format_rule_check(struct data_format_rule *rule, uint64_t line, enum data_format format,
+                           struct data_problems *probs)
+{
+    if (!rule->known) {
+        rule->known = true;
+        rule->format = format;
+        rule->first_line = line;
+        return 0;
+    }
+    if (format == rule->format || rule->reported)
+        return 0;
+    rule->reported = true;
+    if (data_problems_add(probs, line, 0, DATA_ERROR,
+                          "a %s example, but the file's first example (line %llu) is %s: a file "
+                          "holds one format",
+                          data_format_name(format), (unsigned long long)rule->first_line,
+                          data_format_name(rule->format)) != 0)
+        return FJ_ERR_NOMEM;
+    return 1;
+}
+
+/* Feeds the file's format rule the first line of each format in j, in line order. A mismatch
+ * goes to *mismatch (at most one problem) and no longer counts as a valid line. */
+static int apply_format_rule(struct scan *s, struct job *j, struct data_problems *mismatch)
+{
+    struct data_file_report *r = &s->reports[j->file];
+    bool fed[N_FORMATS] = {false};
+    for (;;) {
+        int next = -1;
+        for (int k = 0; k < N_FORMATS; k++)
+            if (j->first_line[k] != 0 && !fed[k] &&
+                (next < 0 || j->first_line[k] < j->first_line[next]))
+                next = k;
+        if (next < 0)
+            return 0;
+        fed[next] = true;
+        int rc = data_format_rule_check(&s->rules[j->file], j->first_line[next],
+                                        (enum data_format)next, mismatch);
+        if (rc < 0)
+            return rc;
+        if (rc == 1 && j->first_valid[next])
+            r->valid--;
+    }
+}
+
+/* data_problems_merge, with the problems of `extra` (all on one line) placed after src's
+ * problems of lines up to theirs, so the list stays in line order. */
+static int merge_in_order(struct data_problems *dst, const struct data_problems *src,
+                          const struct data_problems *extra)
+{
+    if (extra->len == 0)
+        return data_problems_merge(dst, src);
+    struct data_problems all = {.limit = src->len + extra->len};
+    uint64_t at = extra->items[0].line;
+    size_t i = 0;
+    int rc = 0;
+    for (; rc == 0 && i < src->len && src->items[i].line <= at; i++)
+        rc = data_problems_add(&all, src->items[i].line, src->items[i].column,
+                               src->items[i].severity, "%s", src->items[i].message);
+    for (size_t k = 0; rc == 0 && k < extra->len; k++)
+        rc = data_problems_add(&all, extra->items[k].line, extra->items[k].column,
+                               extra->items[k].severity, "%s", extra->items[k].message);
+    for (; rc == 0 && i < src->len; i++)
+        rc = data_problems_add(&all, src->items[i].line, src->items[i].column,
+                               src->items[i].severity, "%s", src->items[i].message);
+    all.errors = src->errors + extra->errors;
+    all.warnings = src->warnings + extra->warnings;
+    if (rc == 0)
+        rc = data_problems_merge(dst, &all);
+    data_problems_free(&all);
+    return rc;
 }
 
 /* Waits for the oldest in-flight job and folds it into its file's report. */
@@ -183,10 +270,13 @@ static int merge_oldest(struct scan *s, struct fj_err *err)
         r->lines += j->lines;
         r->examples += j->examples;
         r->valid += j->valid;
-        if (data_hist_merge(&s->totals[j->file], &j->total) != 0 ||
+        struct data_problems mismatch = {.limit = 1};
+        if (apply_format_rule(s, j, &mismatch) != 0 ||
+            data_hist_merge(&s->totals[j->file], &j->total) != 0 ||
             data_hist_merge(&s->assistants[j->file], &j->assistant) != 0 ||
-            data_problems_merge(&r->problems, &j->probs) != 0)
+            merge_in_order(&r->problems, &j->probs, &mismatch) != 0)
             rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
+        data_problems_free(&mismatch);
     }
     job_put(s, j);
     return rc;
@@ -287,8 +377,9 @@ int data_scan_files(const char *const *paths, const bool *training, size_t n,
     s.threads = calloc((size_t)threads, sizeof *s.threads);
     s.totals = calloc(n ? n : 1, sizeof *s.totals);
     s.assistants = calloc(n ? n : 1, sizeof *s.assistants);
+    s.rules = calloc(n ? n : 1, sizeof *s.rules);
     int rc = 0;
-    if (!s.inflight || !s.pool.queue || !s.threads || !s.totals || !s.assistants) {
+    if (!s.inflight || !s.pool.queue || !s.threads || !s.totals || !s.assistants || !s.rules) {
         rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -333,6 +424,7 @@ out:
     }
     free(s.totals);
     free(s.assistants);
+    free(s.rules);
     free(s.inflight);
     free(s.pool.queue);
     free(s.threads);

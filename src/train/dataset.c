@@ -124,8 +124,8 @@ static int render_completion(const struct model_info *info, const json_t *root,
 
 /* Renders one valid line; a problem of the data goes to probs, a failure is returned. */
 static int render_line(struct train_dataset *ds, const char *text, size_t len, uint64_t line,
-                       const struct model_info *info, int max_len, struct data_problems *probs,
-                       struct fj_err *err)
+                       enum data_format format, const struct model_info *info, int max_len,
+                       struct data_problems *probs, struct fj_err *err)
 {
     json_t *root = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     if (!root)
@@ -134,13 +134,14 @@ static int render_line(struct train_dataset *ds, const char *text, size_t len, u
     struct fj_err e = {0};
     int rc = 0;
     const char *problem = NULL;
-    if (json_object_get(root, "messages")) {
+    switch (format) {
+    case DATA_FORMAT_CHAT:
         rc = model_info_render_training(info, json_object_get(root, "messages"), NULL, &t, &e);
-    } else if (json_is_string(json_object_get(root, "prompt")) &&
-               json_is_string(json_object_get(root, "completion"))) {
-        rc = render_completion(info, root, &t, &e);
-    } else {
+        break;
+    case DATA_FORMAT_COMPLETION: rc = render_completion(info, root, &t, &e); break;
+    case DATA_FORMAT_PREFERENCE:
         problem = "preference (DPO) examples are not trained by supervised fine-tuning yet";
+        break;
     }
     if (rc == FJ_ERR_NOMEM || rc == FJ_ERR_IO) {
         fj_err_set(err, rc, "%s", e.msg);
@@ -175,6 +176,7 @@ int train_dataset_load(struct train_dataset *ds, const char *path, const struct 
         return err ? err->code : FJ_ERR_IO;
     struct data_check_opts opts = {.enc = info->enc, .special = TOK_SPECIAL_ALLOW, .context = 0};
     struct data_block blk = {0};
+    struct data_format_rule rule = {0};
     uint64_t lines = 0;
     int rc;
     ds->fingerprint = 0xcbf29ce484222325ull;
@@ -193,10 +195,12 @@ int train_dataset_load(struct train_dataset *ds, const char *path, const struct 
             ds->fingerprint = fnv1a(fnv1a(ds->fingerprint, text, l->len), "\n", 1);
             struct data_line_result res;
             uint64_t errors = probs->errors;
-            if (data_check_line(text, l->len, l->number, &opts, &res, probs, err) != 0)
-                rc = err ? err->code : FJ_ERR_NOMEM;
+            if (data_check_line(text, l->len, l->number, &opts, &res, probs, err) != 0 ||
+                (res.recognised && data_format_rule_check(&rule, l->number, res.format, probs) < 0))
+                rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
             else if (probs->errors == errors && res.counted &&
-                     render_line(ds, text, l->len, l->number, info, max_len, probs, err) != 0)
+                     render_line(ds, text, l->len, l->number, res.format, info, max_len, probs,
+                                 err) != 0)
                 rc = err ? err->code : FJ_ERR_NOMEM;
         }
     }

@@ -67,6 +67,32 @@ run "context warning keeps exit 0" 0 "$forja" tokens --context 60 gen_a.jsonl &&
 run "no files" 2 "$forja" tokens && ok "no files is a usage error"
 run "bad option value" 2 "$forja" tokens --context many gen_a.jsonl && has "bad option value" "--context expects a whole number"
 
+# --- prompt/completion and preference files ------------------------------------------------
+# The counts come from the cookbook's tokenization of "tiktoken is great!" (6 tokens in
+# cl100k_base) and one-token words: a completion example counts prompt + completion (6 + 1),
+# a preference one the lab's formula over input and preferred output, (3+1+1) + (3+1+1) + 3.
+stars='***************************************************************************'
+for i in $(seq 10); do echo '{"prompt":"tiktoken is great!","completion":"a"}'; done > comp.jsonl
+printf 'File: comp.jsonl\nFormat: prompt/completion\n\n##### Distribution of total tokens:\nmin / max: 7, 7\nmean / median: 7.0, 7.0\n\n##### Distribution of assistant tokens:\nmin / max: 1, 1\nmean / median: 1.0, 1.0\n%s\n' "$stars" > comp_expected.txt
+run "prompt/completion file" 0 "$forja" tokens comp.jsonl &&
+  if cmp -s out comp_expected.txt; then ok "prompt/completion file"; else bad "prompt/completion file" "$(diff out comp_expected.txt | head)"; fi
+pref='{"input":{"messages":[{"role":"user","content":"q"}]},"preferred_output":[{"role":"assistant","content":"a"}],"non_preferred_output":[{"role":"assistant","content":"tiktoken is great!"}]}'
+for i in $(seq 10); do echo "$pref"; done > pref.jsonl
+printf 'File: pref.jsonl\nFormat: preference\n\n##### Distribution of total tokens:\nmin / max: 13, 13\nmean / median: 13.0, 13.0\n\n##### Distribution of assistant tokens:\nmin / max: 1, 1\nmean / median: 1.0, 1.0\n%s\n' "$stars" > pref_expected.txt
+run "preference file" 0 "$forja" tokens pref.jsonl &&
+  if cmp -s out pref_expected.txt; then ok "preference file"; else bad "preference file" "$(diff out pref_expected.txt | head)"; fi
+{ cat comp.jsonl; echo '{"prompt":"q","completion":""}'; } > comp_bad.jsonl
+run "empty completion" 1 "$forja" tokens comp_bad.jsonl && has "empty completion" 'comp_bad.jsonl:11: error: "completion" is empty'
+{ cat pref.jsonl; echo "${pref/\"preferred_output\":[{\"role\":\"assistant\"/\"preferred_output\":[{\"role\":\"user\"}"; } > pref_bad.jsonl
+run "preferred output not assistant" 1 "$forja" tokens pref_bad.jsonl && has "preferred output not assistant" 'pref_bad.jsonl:11: error: preferred_output[0].role must be "assistant"'
+{ cat comp.jsonl; head -n 1 gen_a.jsonl; } > mixed.jsonl
+run "mixed formats" 1 "$forja" tokens mixed.jsonl && has "mixed formats" "mixed.jsonl:11: error: a chat example, but the file's first example (line 1) is prompt/completion: a file holds one format"
+"$forja" tokens --json comp.jsonl pref.jsonl gen_a.jsonl > formats.json
+if node -e '
+  const r = JSON.parse(require("fs").readFileSync("formats.json", "utf8"));
+  process.exit(r.files.map(f => f.format).join() === "prompt/completion,preference,chat" && r.ok ? 0 : 1);'
+then ok "--json names each file's format"; else bad "--json format" "$(head -c 600 formats.json)"; fi
+
 # A 2 GB line, from a pipe: reported, skipped, in bounded memory; the next lines still count.
 { printf '{"messages":[{"role":"user","content":"'; head -c 2200000000 /dev/zero | tr '\0' a; printf '"}]}\n'; cat gen_a.jsonl; } |
   /usr/bin/time -f '%M' -o rss.txt "$forja" tokens - > out 2>&1

@@ -1,7 +1,8 @@
 /* test_data.c - unit tests of data/: the line reader's edge cases (CRLF, byte order mark,
  * missing last newline, overlong lines, tiny blocks), the distribution statistics against a
  * brute-force computation over the sorted values, the format rules line by line, and that
- * a scan gives identical reports on 1 and 2 threads. The lab's numbers themselves are
+ * a scan gives identical reports on 1 and 2 threads, the prompt/completion and preference
+ * formats and the one-format-per-file rule. The lab's numbers themselves are
  * checked end to end against its expected output and numpy (tests/cli/). */
 #include <stdlib.h>
 #include <string.h>
@@ -155,7 +156,7 @@ static void test_rules(const struct tok_encoding *enc)
     } cases[] = {
         {"[1,2]", "E:expected a JSON object, found an array"},
         {"{\"messages\": 5}", "E:\"messages\" is an integer, not a list"},
-        {"{\"prompt\":\"a\",\"completion\":\"b\"}", "E:no \"messages\" list"},
+        {"{\"text\":\"a\",\"label\":\"b\"}", "E:no \"messages\" list"},
         {"{\"messages\":[]}", "E:\"messages\" is empty"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}", "E:no assistant message"},
         {"{\"messages\":[{\"role\":\"robot\",\"content\":\"q\"},{\"role\":\"assistant\","
@@ -219,6 +220,282 @@ static void test_rules(const struct tok_encoding *enc)
     data_problems_free(&q);
 }
 
+/* An example the cookbook tokenized: cl100k_base encodes "tiktoken is great!" as
+ * [83, 1609, 5963, 374, 2294, 0] (tests/tok/test_tok.c), 6 tokens. */
+#define GREAT   "tiktoken is great!"
+#define N_GREAT 6
+/* "a" then 49 " a": 50 tokens (test_rules' context case). */
+#define FIFTY_A                                                                                    \
+    "a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a a "   \
+    "a a a a a"
+
+#define PREF_IN  "\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}"
+#define PREF_OK  "\"preferred_output\":[{\"role\":\"assistant\",\"content\":\"a\"}]"
+#define PREF_NOT "\"non_preferred_output\":[{\"role\":\"assistant\",\"content\":\"" GREAT "\"}]"
+
+static void test_formats(const struct tok_encoding *enc)
+{
+    struct data_line_result r;
+    CHECK_STR(data_format_name(DATA_FORMAT_CHAT), "chat");
+    CHECK_STR(data_format_name(DATA_FORMAT_COMPLETION), "prompt/completion");
+    CHECK_STR(data_format_name(DATA_FORMAT_PREFERENCE), "preference");
+
+    /* Chat with tools: accepted, counted as before (the tools are not in the lab's count):
+     * 2 x 3 + "user" "q" "assistant" "a" (1 token each) + 3 = 13. */
+    const char *tools =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\","
+        "\"content\":\"a\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+        "\"parallel_tool_calls\":false}";
+    CHECK_STR(problems_of(enc, tools, &r), "");
+    CHECK(r.recognised && r.format == DATA_FORMAT_CHAT && r.counted);
+    CHECK_EQ_U(r.total, 13);
+    CHECK_EQ_U(r.assistant, 1);
+
+    /* prompt/completion: total = tokens(prompt) + tokens(completion), assistant = the
+     * completion's; "a" is one token. */
+    CHECK_STR(problems_of(enc, "{\"prompt\":\"" GREAT "\",\"completion\":\"a\"}", &r), "");
+    CHECK(r.recognised && r.format == DATA_FORMAT_COMPLETION && r.counted);
+    CHECK_EQ_U(r.total, N_GREAT + 1);
+    CHECK_EQ_U(r.assistant, 1);
+    CHECK_STR(problems_of(enc, "{\"prompt\":\"\",\"completion\":\"" GREAT "\"}", &r), "");
+    CHECK(r.format == DATA_FORMAT_COMPLETION && r.counted);
+    CHECK_EQ_U(r.total, N_GREAT);
+    CHECK_EQ_U(r.assistant, N_GREAT);
+
+    /* preference: the lab's count over input.messages and preferred_output, not the
+     * non-preferred one: (3 + "user" + "q") + (3 + "assistant" + "a") + 3 = 13, whatever
+     * non_preferred_output holds; assistant is preferred_output's "a". */
+    CHECK_STR(problems_of(enc, "{" PREF_IN "," PREF_OK "," PREF_NOT "}", &r), "");
+    CHECK(r.recognised && r.format == DATA_FORMAT_PREFERENCE && r.counted);
+    CHECK_EQ_U(r.total, 13);
+    CHECK_EQ_U(r.assistant, 1);
+    /* An input may hold any valid messages, assistant ones too, and tools. */
+    const char *pref_long =
+        "{\"input\":{\"messages\":[{\"role\":\"system\",\"content\":\"hi\"},{\"role\":\"user\","
+        "\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"" GREAT "\"},{\"role\":"
+        "\"user\",\"content\":\"q\"}],\"tools\":[{\"type\":\"function\"}],"
+        "\"parallel_tool_calls\":true}," PREF_OK "," PREF_NOT "}";
+    CHECK_STR(problems_of(enc, pref_long, &r), "");
+    /* 4 x 3 + "system" "hi" "user" "q" "assistant" "user" "q" + 6 (GREAT), then 5 + 3 as above:
+     * the input's assistant content is not assistant tokens. */
+    CHECK_EQ_U(r.total, 12 + 7 + N_GREAT + 5 + 3);
+    CHECK_EQ_U(r.assistant, 1);
+
+    struct {
+        const char *line, *want;
+        int format; /* -1: not recognised */
+    } cases[] = {
+        /* chat's top-level keys */
+        {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}],\"tools\":3}",
+         "E:\"tools\" is an integer, not a list", DATA_FORMAT_CHAT},
+        {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}],\"tools\":[{},\"f\"]}",
+         "E:tools[1] is a string, not an object", DATA_FORMAT_CHAT},
+        {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}],\"parallel_tool_calls\":"
+         "\"yes\"}",
+         "E:\"parallel_tool_calls\" is a string, not a boolean", DATA_FORMAT_CHAT},
+        {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}],\"seed\":1}",
+         "W:the example has an unknown key \"seed\" (ignored)", DATA_FORMAT_CHAT},
+        {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}],\"prompt\":\"q\"}",
+         "W:the example has an unknown key \"prompt\" (ignored)", DATA_FORMAT_CHAT},
+        {"{\"messages\":5}", "E:\"messages\" is an integer, not a list", DATA_FORMAT_CHAT},
+        /* no format's keys: the message names all three formats */
+        {"{}",
+         "E:no \"messages\" list (a chat example is {\"messages\": [...]}; prompt/completion "
+         "{\"prompt\": ..., \"completion\": ...} and preference {\"input\": ..., "
+         "\"preferred_output\": ..., \"non_preferred_output\": ...} examples are accepted",
+         -1},
+        {"\"prompt\"", "E:expected a JSON object, found a string", -1},
+        /* prompt/completion */
+        {"{\"prompt\":\"q\"}", "E:no \"completion\" (a prompt/completion example is",
+         DATA_FORMAT_COMPLETION},
+        {"{\"completion\":\"a\"}", "E:no \"prompt\"", DATA_FORMAT_COMPLETION},
+        {"{\"prompt\":1,\"completion\":\"a\"}", "E:\"prompt\" is an integer, not a string",
+         DATA_FORMAT_COMPLETION},
+        {"{\"prompt\":\"q\",\"completion\":[\"a\"]}", "E:\"completion\" is an array, not a string",
+         DATA_FORMAT_COMPLETION},
+        {"{\"prompt\":\"q\",\"completion\":\"\"}",
+         "E:\"completion\" is empty: there is nothing to learn from", DATA_FORMAT_COMPLETION},
+        {"{\"prompt\":\"q\",\"completion\":\"a\",\"weight\":1}",
+         "W:the example has an unknown key \"weight\" (ignored)", DATA_FORMAT_COMPLETION},
+        {"{\"prompt\":\"q\",\"completion\":\"a <|endoftext|>\"}",
+         "E:completion: text contains the special token <|endoftext|> at byte 2",
+         DATA_FORMAT_COMPLETION},
+        {"{\"prompt\":\"" FIFTY_A "\",\"completion\":\"" FIFTY_A "\"}",
+         "W:100 tokens, more than the context of 60", DATA_FORMAT_COMPLETION},
+        /* preference: input */
+        {"{" PREF_OK "," PREF_NOT "}", "E:no \"input\" (a preference example is",
+         DATA_FORMAT_PREFERENCE},
+        {"{\"input\":[]," PREF_OK "," PREF_NOT "}", "E:\"input\" is an array, not an object",
+         DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{}," PREF_OK "," PREF_NOT "}", "E:no \"input.messages\" list",
+         DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":5}," PREF_OK "," PREF_NOT "}",
+         "E:\"input.messages\" is an integer, not a list", DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[]}," PREF_OK "," PREF_NOT "}", "E:\"input.messages\" is empty",
+         DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[{\"role\":\"robot\",\"content\":\"q\"}]}," PREF_OK "," PREF_NOT
+         "}",
+         "E:input.messages[0].role \"robot\" is not one of", DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[{\"role\":\"user\",\"content\":3}]}," PREF_OK "," PREF_NOT "}",
+         "E:input.messages[0].content is an integer, not a string", DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"weight\":1}]}," PREF_OK
+         "," PREF_NOT "}",
+         "E:input.messages[0] has a \"weight\"; only assistant messages may",
+         DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"tools\":{}}," PREF_OK
+         "," PREF_NOT "}",
+         "E:\"input.tools\" is an object, not a list", DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"tools\":[1]}," PREF_OK
+         "," PREF_NOT "}",
+         "E:input.tools[0] is an integer, not an object", DATA_FORMAT_PREFERENCE},
+        {"{\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"temperature\":1}"
+         "," PREF_OK "," PREF_NOT "}",
+         "W:input has an unknown key \"temperature\" (ignored)", DATA_FORMAT_PREFERENCE},
+        /* preference: the outputs */
+        {"{" PREF_IN "," PREF_NOT "}",
+         "E:no \"preferred_output\" (a list of one assistant message)", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN "," PREF_OK "}", "E:no \"non_preferred_output\"", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN ",\"preferred_output\":{\"role\":\"assistant\",\"content\":\"a\"}," PREF_NOT
+         "}",
+         "E:\"preferred_output\" is an object, not a list", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN ",\"preferred_output\":[]," PREF_NOT "}",
+         "E:\"preferred_output\" has 0 messages; it must have exactly one, the assistant's",
+         DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN "," PREF_OK ",\"non_preferred_output\":[{\"role\":\"assistant\",\"content\":"
+         "\"a\"},{\"role\":\"assistant\",\"content\":\"b\"}]}",
+         "E:\"non_preferred_output\" has 2 messages", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN ",\"preferred_output\":[{\"role\":\"user\",\"content\":\"a\"}]," PREF_NOT "}",
+         "E:preferred_output[0].role must be \"assistant\"", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN ",\"preferred_output\":[\"a\"]," PREF_NOT "}",
+         "E:preferred_output[0] is a string, not an object", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN ",\"preferred_output\":[{\"content\":\"a\"}]," PREF_NOT "}",
+         "E:preferred_output[0] has no \"role\"", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN "," PREF_OK ",\"non_preferred_output\":[{\"role\":\"assistant\",\"content\":"
+         "5}]}",
+         "E:non_preferred_output[0].content is an integer, not a string", DATA_FORMAT_PREFERENCE},
+        /* tool calls do not stand in for an output's content, as they do in chat */
+        {"{" PREF_IN "," PREF_OK ",\"non_preferred_output\":[{\"role\":\"assistant\","
+         "\"tool_calls\":[]}]}",
+         "E:non_preferred_output[0] has no \"content\"", DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN "," PREF_OK ",\"non_preferred_output\":[{\"role\":\"assistant\",\"content\":"
+         "\"<|endoftext|>\"}]}",
+         "E:non_preferred_output[0].content: text contains the special token <|endoftext|>",
+         DATA_FORMAT_PREFERENCE},
+        {"{" PREF_IN "," PREF_OK "," PREF_NOT ",\"metadata\":{}}",
+         "W:the example has an unknown key \"metadata\" (ignored)", DATA_FORMAT_PREFERENCE},
+        {"{\"non_preferred_output\":[]}", "E:no \"input\"", DATA_FORMAT_PREFERENCE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *got = problems_of(enc, cases[i].line, &r);
+        if (strstr(got, cases[i].want) != got) {
+            fprintf(stderr, "  format case %zu: got \"%s\"\n", i, got);
+            CHECK(!"problem text");
+        }
+        if (cases[i].format < 0) {
+            CHECK(!r.recognised && !r.counted);
+        } else if (!r.recognised || (int)r.format != cases[i].format) {
+            fprintf(stderr, "  format case %zu: format %d, recognised %d\n", i, (int)r.format,
+                    (int)r.recognised);
+            CHECK(!"format");
+        }
+    }
+    /* Counted only where the count is defined. */
+    problems_of(enc, "{\"prompt\":1,\"completion\":\"a\"}", &r);
+    CHECK(!r.counted && r.total == 0);
+    problems_of(enc, "{\"prompt\":\"q\",\"completion\":\"\"}", &r);
+    CHECK(r.counted && r.assistant == 0);
+    problems_of(enc, "{\"input\":{}," PREF_OK "," PREF_NOT "}", &r);
+    CHECK(!r.counted && r.total == 0 && r.assistant == 0);
+    problems_of(enc, "{" PREF_IN "," PREF_OK "}", &r);
+    CHECK(r.counted && r.total == 13);
+}
+
+static void test_format_rule(void)
+{
+    struct data_format_rule rule = {0};
+    struct data_problems p = {.limit = 5};
+    CHECK(data_format_rule_check(&rule, 2, DATA_FORMAT_COMPLETION, &p) == 0);
+    CHECK(data_format_rule_check(&rule, 3, DATA_FORMAT_COMPLETION, &p) == 0);
+    CHECK(data_format_rule_check(&rule, 4, DATA_FORMAT_CHAT, &p) == 1);
+    CHECK(data_format_rule_check(&rule, 5, DATA_FORMAT_PREFERENCE, &p) == 0); /* first only */
+    CHECK(rule.known && rule.format == DATA_FORMAT_COMPLETION && rule.first_line == 2);
+    CHECK(p.len == 1 && p.errors == 1 && p.items[0].line == 4);
+    CHECK_STR(p.items[0].message, "a chat example, but the file's first example (line 2) is "
+                                  "prompt/completion: a file holds one format");
+    data_problems_free(&p);
+}
+
+static void test_scan_formats(const struct tok_encoding *enc)
+{
+    struct data_scan_opts opts = {{enc, TOK_SPECIAL_REJECT, 0}, 2, 1, 50, 1 << 20};
+    struct fj_err err = {0};
+    struct data_file_report r;
+
+    /* A blank line and a line of no format come before the first recognised one. */
+    const char mixed[] = "\n"
+                         "{\"text\":\"x\"}\n"
+                         "{\"prompt\":\"q\",\"completion\":\"a\"}\n"
+                         "{\"prompt\":\"q\",\"completion\":\"a\",\"x\":1}\n"
+                         "{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}]}\n"
+                         "{" PREF_IN "," PREF_OK "," PREF_NOT "}\n"
+                         "{\"prompt\":\"q\",\"completion\":\"a\",\"y\":1}\n";
+    const char *path = write_tmp("mixed.jsonl", mixed, sizeof mixed - 1);
+    const char *paths[1] = {path};
+    CHECK(data_scan_files(paths, NULL, 1, &opts, &r, &err) == 0);
+    CHECK(r.format == DATA_FORMAT_COMPLETION);
+    CHECK_EQ_U(r.examples, 5);
+    CHECK_EQ_U(r.valid, 4); /* lines 3, 4, 6, 7: line 5 breaks the rule */
+    CHECK_EQ_U(r.problems.errors, 2);
+    CHECK_EQ_U(r.problems.len, 5);
+    const uint64_t want_lines[5] = {1, 2, 4, 5, 7};
+    for (size_t i = 0; i < 5 && i < r.problems.len; i++)
+        CHECK_EQ_U(r.problems.items[i].line, want_lines[i]);
+    if (r.problems.len == 5)
+        CHECK_STR(r.problems.items[3].message, "a chat example, but the file's first example "
+                                               "(line 3) is prompt/completion: a file holds one "
+                                               "format");
+    data_file_report_free(&r);
+
+    /* One format: no rule error; a preference file reports its format. */
+    char pref[4096] = "";
+    for (int i = 0; i < 10; i++)
+        strcat(pref, "{" PREF_IN "," PREF_OK "," PREF_NOT "}\n");
+    paths[0] = write_tmp("pref.jsonl", pref, strlen(pref));
+    CHECK(data_scan_files(paths, NULL, 1, &opts, &r, &err) == 0);
+    CHECK(r.format == DATA_FORMAT_PREFERENCE && r.problems.errors == 0 && r.valid == 10);
+    CHECK(r.total.min == 13 && r.total.max == 13 && r.assistant.max == 1);
+    data_file_report_free(&r);
+
+    /* Across blocks and threads: completion lines (about 2 MiB, so several blocks), a chat
+     * line deep in a later block, warnings every 1000 lines. The rule's error sits in line
+     * order among them, the same on 1 and 2 threads. */
+    FILE *f = fopen(write_tmp("big.jsonl", "", 0), "wb");
+    for (int i = 1; i <= 40000; i++) {
+        if (i == 31500)
+            fprintf(f, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"a\"}]}\n");
+        else
+            fprintf(f, "{\"prompt\":\"question %d\",\"completion\":\"answer\"%s}\n", i,
+                    i % 1000 == 0 ? ",\"x\":1" : "");
+    }
+    fclose(f);
+    char big[256];
+    snprintf(big, sizeof big, "%s/big.jsonl", tmpdir);
+    paths[0] = big;
+    for (int threads = 1; threads <= 2; threads++) {
+        opts.threads = threads;
+        CHECK(data_scan_files(paths, NULL, 1, &opts, &r, &err) == 0);
+        CHECK(r.format == DATA_FORMAT_COMPLETION);
+        CHECK_EQ_U(r.valid, 40000 - 1);
+        CHECK_EQ_U(r.problems.errors, 1);
+        CHECK_EQ_U(r.problems.warnings, 40);
+        /* warnings at 1000 .. 31000 (31), then the error at 31500 */
+        CHECK(r.problems.len == 41 && r.problems.items[30].line == 31000 &&
+              r.problems.items[31].line == 31500 && r.problems.items[31].severity == DATA_ERROR &&
+              r.problems.items[32].line == 32000);
+        data_file_report_free(&r);
+    }
+}
+
 static void test_scan_threads(const struct tok_encoding *enc)
 {
     /* 30000 lines, some bad: 1 and 2 threads (and tiny blocks) must agree exactly. */
@@ -268,6 +545,11 @@ int main(void)
     RUN(test_distribution);
     test_rules(enc);
     printf("%s test_rules\n", test_failures ? "FAIL" : "ok  ");
+    test_formats(enc);
+    printf("%s test_formats\n", test_failures ? "FAIL" : "ok  ");
+    RUN(test_format_rule);
+    test_scan_formats(enc);
+    printf("%s test_scan_formats\n", test_failures ? "FAIL" : "ok  ");
     test_scan_threads(enc);
     printf("%s test_scan_threads\n", test_failures ? "FAIL" : "ok  ");
     tok_encoding_free(enc);
