@@ -141,15 +141,18 @@ void train_adamw_step(struct train_adamw *o, const float *g, double lr)
     o->t++;
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
     float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)o->eps;
+    /* 1 - beta in double, then rounded, as torch passes these scalars to its kernels: (1.0f -
+     * (float)0.999) is 6.4e-6 off and would bias every update by as much */
     float b1 = (float)o->beta1, b2 = (float)o->beta2, decay = (float)(1.0 - lr * o->wd);
+    float one_b1 = (float)(1.0 - o->beta1), one_b2 = (float)(1.0 - o->beta2);
     float *p = o->p, *m = o->m, *v = o->v;
     const uint8_t *dm = o->decay;
 #pragma omp parallel for schedule(static) if (o->n > 100000)
     for (size_t i = 0; i < o->n; i++) {
         if (dm[i])
             p[i] *= decay;
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        m[i] = b1 * m[i] + one_b1 * g[i];
+        v[i] = b2 * v[i] + one_b2 * g[i] * g[i];
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         p[i] -= step_size * (m[i] / denom);
     }
