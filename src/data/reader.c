@@ -124,7 +124,8 @@ static int block_append(struct data_block *b, const uint8_t *p, size_t n)
         b->buf = q;
         b->cap = cap;
     }
-    memcpy(b->buf + b->len, p, n);
+    if (n > 0) /* p may be NULL then (memcpy's arguments must not be) */
+        memcpy(b->buf + b->len, p, n);
     b->len += n;
     return 0;
 }
