@@ -33,6 +33,7 @@ check: deps build
 bench: deps build
 	@bench/tokenizer/run $(BUILD)
 	@bench/train_step/run $(BUILD)
+	@bench/finetune/run $(BUILD)
 
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFORJA_SANITIZE=ON > /dev/null
