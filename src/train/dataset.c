@@ -91,7 +91,8 @@ static int set_mask(struct chat_tokens *t, size_t before, uint8_t m, struct fj_e
         t->mask = mask;
         t->mask_cap = t->ids.len;
     }
-    memset(t->mask + before, m, t->ids.len - before);
+    if (t->ids.len > before) /* an empty prompt adds nothing, and mask may still be NULL */
+        memset(t->mask + before, m, t->ids.len - before);
     return 0;
 }
 
