@@ -83,6 +83,17 @@ int model_lora_parse_targets(const struct model_config *cfg, const char *list, u
     return 0;
 }
 
+void model_lora_format_targets(unsigned targets, char *out, size_t cap)
+{
+    size_t used = 0;
+    if (cap)
+        out[0] = '\0';
+    for (size_t i = 0; i < N_TARGET_NAMES; i++)
+        if (targets & target_names[i].bit)
+            used += (size_t)snprintf(out + (used < cap ? used : cap), used < cap ? cap - used : 0,
+                                     "%s%s", used ? "," : "", target_names[i].name);
+}
+
 /* The PEFT module path of a site, e.g. "base_model.model.model.layers.3.self_attn.q_proj". */
 static void site_module(const struct model *m, const struct model_lora_site *s, unsigned bit,
                         char *out, size_t cap)

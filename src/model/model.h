@@ -118,6 +118,10 @@ struct model_lora_config {
 int model_lora_parse_targets(const struct model_config *cfg, const char *list, unsigned *targets,
                              struct fj_err *err);
 
+/* Writes the PEFT names of the target bits, comma separated in PEFT's module order
+ * ("q_proj,v_proj"), into out (truncated to cap). */
+void model_lora_format_targets(unsigned targets, char *out, size_t cap);
+
 /* Attaches a new adapter initialised as PEFT does: A Kaiming-uniform (a = sqrt(5)), B zero,
  * drawn from seed. The base becomes frozen; A and B are trainable. */
 int model_lora_attach(struct model *m, const struct model_lora_config *lc, uint64_t seed,

@@ -42,20 +42,6 @@ static int auto_batch(size_t n)
     return (int)(b < 1 ? 1 : b > 256 ? 256 : b);
 }
 
-/* The names of the target bits, in PEFT's order, comma separated. */
-static void target_names(const struct model_config *cfg, unsigned bits, char *out, size_t cap)
-{
-    static const char *const names[] = {"q_proj",  "k_proj",    "v_proj", "o_proj", "gate_proj",
-                                        "up_proj", "down_proj", "c_attn", "c_proj", "c_fc"};
-    (void)cfg;
-    size_t used = 0;
-    out[0] = '\0';
-    for (int i = 0; i < 10; i++)
-        if (bits & (1u << i))
-            used += (size_t)snprintf(out + used, used < cap ? cap - used : 0, "%s%s",
-                                     used ? "," : "", names[i]);
-}
-
 static int resolve_lora(const struct train_hparams *hp, const struct model_config *cfg,
                         struct train_plan *p, struct fj_err *err)
 {
@@ -67,7 +53,8 @@ static int resolve_lora(const struct train_hparams *hp, const struct model_confi
     int rc = model_lora_parse_targets(cfg, hp->lora_targets[0] ? hp->lora_targets : "all-linear",
                                       &p->lora_targets, err);
     if (rc == 0)
-        target_names(cfg, p->lora_targets, p->lora_target_names, sizeof p->lora_target_names);
+        model_lora_format_targets(p->lora_targets, p->lora_target_names,
+                                  sizeof p->lora_target_names);
     return rc;
 }
 
