@@ -73,7 +73,8 @@ int cli_special_mode(const struct cli_cmd *cmd, const struct cli_args *a, enum t
  * read error or out of memory. */
 int cli_read_all(FILE *f, struct fj_buf *b);
 
-/* forja's data directory: --data-dir, else $FORJA_DATA_DIR, else ./forja-data. */
+/* forja's data directory: --data-dir, else $FORJA_HOME, else $FORJA_DATA_DIR (its older
+ * name), else ./forja-data. */
 const char *cli_data_dir(const struct cli_cmd *cmd, const struct cli_args *a);
 /* DATA/models, created if missing. Prints an error and returns a CLI_* code on failure. */
 int cli_models_dir(const struct cli_cmd *cmd, const struct cli_args *a, char *out, size_t cap);
@@ -86,8 +87,7 @@ int cli_model_path(const struct cli_cmd *cmd, const struct cli_args *a, const ch
 #define CLI_OPT_DATA_DIR                                                                           \
     {                                                                                              \
         "data-dir", "DIR",                                                                         \
-            "forja's data directory (default: $FORJA_DATA_DIR, else ./forja-data); models live "   \
-            "in "                                                                                  \
+            "forja's data directory (default: $FORJA_HOME, else ./forja-data); models live in "    \
             "DIR/models."                                                                          \
     }
 
@@ -98,5 +98,7 @@ extern const struct cli_cmd cli_cmd_models;
 extern const struct cli_cmd cli_cmd_render;
 extern const struct cli_cmd cli_cmd_generate;
 extern const struct cli_cmd cli_cmd_train;
+extern const struct cli_cmd cli_cmd_serve;
+extern const struct cli_cmd cli_cmd_keys;
 
 #endif

@@ -43,6 +43,8 @@ static void clear_bar(struct progress *p)
     p->bar_shown = false;
 }
 
+static void print_json_line(json_t *o);
+
 static void print_json_event(const struct train_event *ev)
 {
     static const char *const kinds[] = {"message", "plan", "step", "checkpoint", "done"};
@@ -55,6 +57,8 @@ static void print_json_event(const struct train_event *ev)
             o, json_pack("{s:s, s:s}", "level", levels[ev->level], "message", ev->message));
     if (ev->path)
         json_object_set_new(o, "path", json_string(ev->path));
+    if (ev->kind == TRAIN_EVENT_PLAN)
+        json_object_set_new(o, "plan", train_plan_json(ev->plan));
     const struct train_metrics *mt = ev->metrics;
     if (mt) {
         json_t *d =
@@ -71,11 +75,36 @@ static void print_json_event(const struct train_event *ev)
         json_object_set_new(o, "metrics", d);
         json_object_set_new(o, "tokens_per_s", json_real(ev->tokens_per_s));
     }
+    print_json_line(o);
+}
+
+/* One JSON object on one line of stdout (the --json protocol a `forja serve` worker reads);
+ * takes o. */
+static void print_json_line(json_t *o)
+{
     char *s = json_dumps(o, JSON_COMPACT);
-    puts(s);
+    if (s)
+        puts(s);
     fflush(stdout);
     free(s);
     json_decref(o);
+}
+
+/* --json's last line: how the run ended, for a program that reads the events. */
+static void print_json_end(int trc, const struct fj_err *err, const struct train_result *res)
+{
+    if (trc == 0) {
+        print_json_line(json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "type", "end", "steps",
+                                  (json_int_t)res->steps_done, "trained_tokens",
+                                  (json_int_t)res->trained_tokens, "train_examples",
+                                  (json_int_t)res->train_examples, "valid_examples",
+                                  (json_int_t)res->valid_examples, "plan",
+                                  train_plan_json(&res->plan)));
+        return;
+    }
+    print_json_line(json_pack("{s:s, s:s, s:s}", "type",
+                              trc == FJ_ERR_CANCELLED ? "stopped" : "error", "code",
+                              fj_code_name(trc), "message", err->msg));
 }
 
 static void print_plan(const struct train_plan *p)
@@ -282,6 +311,7 @@ static int parse_run(const struct cli_cmd *cmd, const struct cli_args *a, struct
         c->memory_budget = (size_t)v << 20;
     }
     c->checkpoints = !cli_has(cmd, a, "no-checkpoints");
+    c->validate_only = cli_has(cmd, a, "validate-only");
     return CLI_OK;
 }
 
@@ -341,6 +371,8 @@ static int run_train(const struct cli_cmd *cmd, const struct cli_args *a)
     struct fj_err err = {0};
     int trc = train_run(&c, &res, &err);
     clear_bar(&pr);
+    if (pr.json)
+        print_json_end(trc, &err, &res);
     if (trc == FJ_ERR_CANCELLED) {
         fprintf(stderr,
                 "forja train: %s; the last checkpoint is in %s/checkpoints (continue with "
@@ -354,7 +386,11 @@ static int run_train(const struct cli_cmd *cmd, const struct cli_args *a)
                    ? CLI_DATA_ERROR
                    : CLI_FAILURE;
     }
-    if (!pr.json)
+    if (c.validate_only && !pr.json)
+        printf("valid: %llu training and %llu validation example(s), %llu tokens to train on\n",
+               (unsigned long long)res.train_examples, (unsigned long long)res.valid_examples,
+               (unsigned long long)res.trained_tokens);
+    else if (!pr.json)
         print_result(&res, c.out_dir, c.checkpoints);
     return CLI_OK;
 }
@@ -396,6 +432,9 @@ static const struct cli_opt train_opts[] = {
     {"checkpoint-every", "N", "Also write a checkpoint every N steps."},
     {"keep-checkpoints", "N", "Keep the newest N checkpoints (default 3)."},
     {"threads", "N", "Threads to compute with (default: all cores)."},
+    {"validate-only", NULL,
+     "Check the files and resolve the plan (what `forja serve` does while a job is "
+     "validating_files), then stop without training."},
     {"json", NULL, "Print every event (messages, plan, steps, checkpoints) as one JSON line."},
     {"quiet", NULL, "Print only warnings, errors and the final summary."},
     CLI_OPT_DATA_DIR,

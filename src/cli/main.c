@@ -12,6 +12,8 @@ static const struct cli_cmd *const commands[] = {
     &cli_cmd_render,
     &cli_cmd_generate,
     &cli_cmd_train,
+    &cli_cmd_serve,
+    &cli_cmd_keys,
     NULL,
 };
 

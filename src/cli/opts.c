@@ -174,7 +174,9 @@ int cli_read_all(FILE *f, struct fj_buf *b)
 const char *cli_data_dir(const struct cli_cmd *cmd, const struct cli_args *a)
 {
     const char *dir = cli_get(cmd, a, "data-dir");
-    if (!dir)
+    if (!dir || !*dir)
+        dir = getenv("FORJA_HOME");
+    if (!dir || !*dir)
         dir = getenv("FORJA_DATA_DIR");
     return dir && *dir ? dir : "forja-data";
 }

@@ -37,6 +37,8 @@ const char *fj_code_name(int code)
     case FJ_ERR_RANGE: return "range";
     case FJ_ERR_FORMAT: return "format";
     case FJ_ERR_CANCELLED: return "cancelled";
+    case FJ_ERR_BUSY: return "busy";
+    case FJ_ERR_STATE: return "state";
     }
     return "unknown";
 }

@@ -21,6 +21,8 @@ enum fj_code {
     FJ_ERR_RANGE = -7,     /* a number or size out of its allowed range */
     FJ_ERR_FORMAT = -8,    /* a file or data structure is malformed */
     FJ_ERR_CANCELLED = -9, /* stopped on request (a signal, a cancelled job) */
+    FJ_ERR_BUSY = -10,     /* in use (a file that a running job reads) */
+    FJ_ERR_STATE = -11,    /* not allowed in the object's current state */
 };
 
 #define FJ_ERR_MSG_MAX 512

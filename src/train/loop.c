@@ -583,16 +583,21 @@ int train_run(const struct train_config *cfg, struct train_result *res, struct f
     }
     if (rc == 0)
         emit(&L, (struct train_event){.kind = TRAIN_EVENT_PLAN});
-    if (rc == 0 && L.valid.n && !ckpt) {
+    if (rc == 0 && cfg->validate_only) {
+        res->plan = L.plan;
+        res->train_examples = L.train.n;
+        res->valid_examples = L.valid.n;
+        res->trained_tokens = L.train.n_tokens * (uint64_t)L.plan.n_epochs;
+    } else if (rc == 0 && L.valid.n && !ckpt) {
         rc = evaluate_all(&L, &res->initial_full_valid_loss,
                           &res->initial_full_valid_mean_token_accuracy, err);
         if (rc == 0)
             message(&L, TRAIN_INFO, "Validation loss before training: %.5f (token accuracy %.5f)",
                     res->initial_full_valid_loss, res->initial_full_valid_mean_token_accuracy);
     }
-    if (rc == 0)
+    if (rc == 0 && !cfg->validate_only)
         rc = epochs(&L, &last, err);
-    if (rc == 0)
+    if (rc == 0 && !cfg->validate_only)
         rc = finish(&L, &last, err);
     else if (rc == FJ_ERR_CANCELLED)
         res->steps_done = L.pos.step;

@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "core/err.h"
 #include "data/data.h"
 #include "model/folder.h"
@@ -141,6 +143,9 @@ int train_plan_resolve(const struct train_hparams *hp, const struct model *m, si
 
 const char *train_method_name(enum train_method m);
 
+/* The resolved plan as a JSON object (train.json's "hyperparameters"). Owned by the caller. */
+json_t *train_plan_json(const struct train_plan *p);
+
 /* ---- optimizer ------------------------------------------------------------------------------ */
 
 /* The L2 norm of g[0..n), summed in double over fixed chunks in a fixed order: the same
@@ -219,6 +224,7 @@ struct train_config {
     bool checkpoints;            /* write a checkpoint at the end of each epoch */
     int checkpoint_every;        /* also every N steps (0: only at epoch ends) */
     int keep_checkpoints;        /* the newest this many are kept */
+    bool validate_only;          /* read and check the files, resolve the plan, then stop */
     size_t memory_budget;        /* bytes for a micro-batch's activations */
     volatile sig_atomic_t *stop; /* when it becomes nonzero the run ends at the next step */
     void (*on_event)(void *ctx, const struct train_event *ev);

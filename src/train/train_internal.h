@@ -45,7 +45,5 @@ int train_checkpoint_read(const char *ckpt, json_t **state, struct fj_buf *resul
 /* Restores the optimizer's moments and step count from ckpt/optimizer.safetensors. */
 int train_checkpoint_load_optim(const char *ckpt, struct train_adamw *opt, struct fj_err *err);
 
-/* The plan as JSON (the hyperparameters object a job echoes, forja's extensions included). */
-json_t *train_plan_json(const struct train_plan *p);
 
 #endif

@@ -1,0 +1,106 @@
+/* models.c - the names of fine-tuned models and of their checkpoints, and the folders they
+ * live in (inside the job's folder). Base models and aliases are not stored: they are the
+ * folders of DIR/models and the server's configuration. */
+#include <stdio.h>
+#include <string.h>
+
+#include "store/store_internal.h"
+
+int store_model_add(struct store *s, const char *name, const char *job_id, const char *path,
+                    const char *base, bool checkpoint, struct fj_err *err)
+{
+    store_lock(s);
+    sqlite3_stmt *st;
+    int rc = store_prepare(s,
+                           "INSERT OR REPLACE INTO models(name, job_id, path, base, checkpoint, "
+                           "created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                           &st, err);
+    if (rc == 0) {
+        store_bind_text(st, 1, name);
+        store_bind_text(st, 2, job_id);
+        store_bind_text(st, 3, path);
+        store_bind_text(st, 4, base);
+        sqlite3_bind_int(st, 5, checkpoint);
+        sqlite3_bind_int64(st, 6, store_now());
+        rc = store_step_done(s, st, err);
+    }
+    store_unlock(s);
+    return rc;
+}
+
+static json_t *model_object(sqlite3_stmt *st)
+{
+    /* columns: name, created_at, job_id, base, checkpoint */
+    return json_pack("{s:s, s:s, s:I, s:s, s:s?, s:s?, s:b}", "id", sqlite3_column_text(st, 0),
+                     "object", "model", "created", (json_int_t)sqlite3_column_int64(st, 1),
+                     "owned_by", "user", "job_id", sqlite3_column_text(st, 2), "root",
+                     sqlite3_column_text(st, 3), "checkpoint", sqlite3_column_int(st, 4) != 0);
+}
+
+int store_model_get(struct store *s, const char *name, char *path, size_t cap, json_t **obj,
+                    struct fj_err *err)
+{
+    store_lock(s);
+    sqlite3_stmt *st;
+    int rc = store_prepare(
+        s, "SELECT name, created_at, job_id, base, checkpoint, path FROM models WHERE name = ?1",
+        &st, err);
+    bool found = false;
+    if (rc == 0) {
+        store_bind_text(st, 1, name);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            found = true;
+            if (path)
+                snprintf(path, cap, "%s", (const char *)sqlite3_column_text(st, 5));
+            if (obj)
+                *obj = model_object(st);
+        }
+        sqlite3_finalize(st);
+    }
+    store_unlock(s);
+    if (rc == 0 && !found)
+        rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "The model '%s' does not exist", name);
+    return rc;
+}
+
+int store_model_list(struct store *s, json_t **list, struct fj_err *err)
+{
+    store_lock(s);
+    sqlite3_stmt *st;
+    int rc = store_prepare(
+        s, "SELECT name, created_at, job_id, base, checkpoint FROM models ORDER BY seq", &st, err);
+    json_t *arr = json_array();
+    if (rc == 0) {
+        while (sqlite3_step(st) == SQLITE_ROW)
+            json_array_append_new(arr, model_object(st));
+        sqlite3_finalize(st);
+    }
+    store_unlock(s);
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *list = arr;
+    return 0;
+}
+
+int store_model_delete(struct store *s, const char *name, struct fj_err *err)
+{
+    store_lock(s);
+    sqlite3_stmt *st;
+    /* A fine-tuned model goes with its checkpoints' names ("NAME:ckpt-step-N"). */
+    int rc = store_prepare(
+        s, "DELETE FROM models WHERE name = ?1 OR name LIKE ?2", &st,
+        err);
+    if (rc == 0) {
+        char like[1200];
+        snprintf(like, sizeof like, "%s:ckpt-step-%%", name);
+        store_bind_text(st, 1, name);
+        store_bind_text(st, 2, like);
+        rc = store_step_done(s, st, err);
+        if (rc == 0 && sqlite3_changes(s->db) == 0)
+            rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "The model '%s' does not exist", name);
+    }
+    store_unlock(s);
+    return rc;
+}

@@ -1,0 +1,164 @@
+/* store.h - what `forja serve` keeps: one data directory holding an SQLite database (WAL
+ * mode, versioned schema) for metadata and plain folders for contents (docs/service.md).
+ *
+ *     DIR/forja.db        files, jobs, events, checkpoints, models, API keys
+ *     DIR/files/ID        an uploaded file's bytes, exactly as received
+ *     DIR/tmp/            uploads in progress (removed at open: never acknowledged)
+ *     DIR/jobs/ID/        a job's trainer output (model/, checkpoints/, results.csv)
+ *     DIR/models/NAME/    base models (src/model/folder.c)
+ *
+ * API objects (a job, an event, a checkpoint) are stored as the JSON the API returns, next
+ * to the columns that queries need, so a read is one indexed lookup. Every function is
+ * safe to call from several threads (one connection behind a mutex). The pieces:
+ *   db.c      opening, the schema and its migrations, the lock, ids and time
+ *   files.c   uploads (streamed to disk, checksummed, fsynced, then recorded) and files
+ *   jobs.c    fine-tuning jobs, their events and checkpoints
+ *   models.c  fine-tuned models and checkpoint names
+ *   keys.c    API keys (stored as SHA-256 hashes)
+ */
+#ifndef FJ_STORE_STORE_H
+#define FJ_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/err.h"
+
+struct store;
+
+/* Opens (creating what is missing) the store in dir and migrates its schema to the
+ * current version. Partial uploads left by a crash are removed. */
+int store_open(struct store **out, const char *dir, struct fj_err *err);
+void store_close(struct store *s);
+const char *store_dir(const struct store *s);
+int store_schema_version(struct store *s);
+
+/* A new id: prefix followed by 24 random characters [A-Za-z0-9]. */
+#define STORE_ID_MAX 48
+void store_new_id(const char *prefix, char out[STORE_ID_MAX]);
+
+/* Whether id looks like one of ours (prefix, then 1..40 of [A-Za-z0-9_-]): ids that reach
+ * a path are checked with this first. */
+bool store_id_valid(const char *id, const char *prefix);
+
+int64_t store_now(void); /* unix seconds */
+
+/* A page of a list: rows newest first or oldest first as the call says, `after` the id of
+ * the last row of the previous page (NULL: from the start). */
+struct store_page {
+    const char *after;
+    int limit; /* 1 .. 100 */
+};
+
+/* ---- files ---------------------------------------------------------------------------- */
+
+struct store_upload;
+
+/* Starts an upload to DIR/tmp. At most max_bytes may be written (0: no limit). */
+int store_upload_begin(struct store *s, uint64_t max_bytes, struct store_upload **out,
+                       struct fj_err *err);
+/* Appends bytes; FJ_ERR_RANGE once the upload would pass max_bytes (the bytes are dropped). */
+int store_upload_write(struct store_upload *up, const void *data, size_t n, struct fj_err *err);
+uint64_t store_upload_bytes(const struct store_upload *up);
+/* Fsyncs the bytes, moves them to DIR/files/ID and records the file; *file (owned by the
+ * caller) is its API object, status "processed", or "error" with problem as its
+ * status_details when problem is not NULL. Frees up in all cases. */
+int store_upload_commit(struct store *s, struct store_upload *up, const char *filename,
+                        const char *purpose, const char *problem, json_t **file,
+                        struct fj_err *err);
+void store_upload_abort(struct store_upload *up);
+
+/* A copy of a file already on disk (a job's results.csv) recorded as a new file. */
+int store_file_import(struct store *s, const char *path, const char *filename,
+                      const char *purpose, json_t **file, struct fj_err *err);
+
+/* The file's API object (FJ_ERR_NOT_FOUND if none). Owned by the caller. */
+int store_file_get(struct store *s, const char *id, json_t **file, struct fj_err *err);
+/* Newest first; purpose NULL for all. *list is a JSON array owned by the caller. */
+int store_file_list(struct store *s, const char *purpose, const struct store_page *page,
+                    json_t **list, bool *has_more, struct fj_err *err);
+/* Removes the record, then the bytes. FJ_ERR_BUSY while a job that has not ended uses it. */
+int store_file_delete(struct store *s, const char *id, struct fj_err *err);
+/* Where the file's bytes are (the id is checked). */
+int store_file_path(const struct store *s, const char *id, char *out, size_t cap);
+
+/* ---- jobs ----------------------------------------------------------------------------- */
+
+/* What the scheduler needs of a job, beside its API object. */
+struct store_job_row {
+    char id[STORE_ID_MAX];
+    char status[24];
+    bool resume;        /* a worker ran before: continue from the newest checkpoint */
+    int64_t last_step;  /* the highest step whose metrics are recorded */
+    json_t *doc;        /* the API object; owned by the row */
+    json_t *spec;       /* what the worker needs (model path, files, options); owned */
+};
+void store_job_row_free(struct store_job_row *r);
+
+/* Records a new job (status taken from doc) with its worker spec. Both are borrowed. If
+ * idem_key is not NULL and a job was created with it before, *existing gets that job's
+ * object instead and nothing is recorded. */
+int store_job_create(struct store *s, const json_t *doc, const json_t *spec, const char *idem_key,
+                     json_t **existing, struct fj_err *err);
+int store_job_get(struct store *s, const char *id, json_t **doc, struct fj_err *err);
+int store_job_row_get(struct store *s, const char *id, struct store_job_row *r,
+                      struct fj_err *err);
+/* Newest first, optionally only jobs whose metadata holds every pair of `metadata`. */
+int store_job_list(struct store *s, const json_t *metadata, const struct store_page *page,
+                   json_t **list, bool *has_more, struct fj_err *err);
+/* Replaces the job's object (its status column follows doc's "status"). */
+int store_job_put(struct store *s, const char *id, const json_t *doc, struct fj_err *err);
+int store_job_set_resume(struct store *s, const char *id, bool resume, struct fj_err *err);
+int store_job_set_last_step(struct store *s, const char *id, int64_t step, struct fj_err *err);
+/* The oldest job with this status, if any (*found false if none). */
+int store_job_next(struct store *s, const char *status, const char *skip_ids, bool *found,
+                   struct store_job_row *r, struct fj_err *err);
+/* Ids of the jobs with this status, oldest first: a JSON array owned by the caller. */
+int store_job_ids(struct store *s, const char *status, json_t **ids, struct fj_err *err);
+int store_job_delete(struct store *s, const char *id, struct fj_err *err);
+/* Jobs per status, as a JSON object {status: count}. */
+int store_job_counts(struct store *s, json_t **counts, struct fj_err *err);
+
+/* Appends an event (fills in its id and object); events of a job list newest first. */
+int store_event_add(struct store *s, const char *job_id, const char *level, const char *type,
+                    const char *message, json_t *data, struct fj_err *err);
+int store_event_list(struct store *s, const char *job_id, const struct store_page *page,
+                     json_t **list, bool *has_more, struct fj_err *err);
+
+/* Records a checkpoint object (borrowed; its id set by the caller) at step; keeps the
+ * newest `keep` of the job's and returns the names of those dropped in *dropped (a JSON
+ * array owned by the caller, or NULL). */
+int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, const json_t *doc,
+                         const char *path, int keep, json_t **dropped, struct fj_err *err);
+int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
+                          json_t **list, bool *has_more, struct fj_err *err);
+
+/* ---- models --------------------------------------------------------------------------- */
+
+/* A fine-tuned model or a checkpoint of one: name -> folder. */
+int store_model_add(struct store *s, const char *name, const char *job_id, const char *path,
+                    const char *base, bool checkpoint, struct fj_err *err);
+/* Folder and base of a model name (FJ_ERR_NOT_FOUND if none). */
+int store_model_get(struct store *s, const char *name, char *path, size_t cap, json_t **obj,
+                    struct fj_err *err);
+/* API model objects of every fine-tuned model and checkpoint, oldest first. */
+int store_model_list(struct store *s, json_t **list, struct fj_err *err);
+int store_model_delete(struct store *s, const char *name, struct fj_err *err);
+
+/* ---- API keys ------------------------------------------------------------------------- */
+
+/* A new key "fj-" + 40 random characters: *key (caller frees) is shown once; only its hash
+ * is kept. */
+int store_key_create(struct store *s, const char *name, char **key, json_t **info,
+                     struct fj_err *err);
+/* The keys (id, name, created_at, revoked_at, prefix), oldest first. */
+int store_key_list(struct store *s, json_t **list, struct fj_err *err);
+int store_key_revoke(struct store *s, const char *id, struct fj_err *err);
+int store_key_count(struct store *s, int *n, struct fj_err *err);
+/* Whether key is a live key; the comparison takes the same time whatever the key. */
+bool store_key_check(struct store *s, const char *key);
+
+#endif
