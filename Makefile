@@ -8,12 +8,15 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all build deps deps-build demo check bench asan format clean
+.PHONY: all build deps deps-build deps-demo demo check bench asan format clean
 
 all: build
 
 deps-build:
 	@scripts/install-deps --build
+
+deps-demo:
+	@scripts/install-deps --demo
 
 deps:
 	@scripts/install-deps
@@ -24,7 +27,7 @@ $(BUILD)/Makefile:
 build: deps-build $(BUILD)/Makefile
 	@cmake --build $(BUILD) -j $(JOBS) > /dev/null
 
-demo: build
+demo: deps-demo build
 	@scripts/demo $(BUILD)/forja
 
 check: deps build
