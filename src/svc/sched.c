@@ -233,8 +233,8 @@ static int recover(struct svc *s, struct fj_err *err)
         store_job_set_resume(s->st, id, true, NULL);
         svc_put_status(s, id, doc, "queued");
         svc_event(s, id, "info",
-                  "The server restarted while the job was running; it continues from its "
-                  "newest checkpoint");
+                  "The server restarted while the job was running; the job is queued to "
+                  "continue");
         json_decref(doc);
     }
     json_decref(ids);
@@ -353,7 +353,7 @@ static int do_resume(struct svc *s, const char *id, json_t *doc, const char *sta
         return fj_err_set(err, FJ_ERR_STATE, "Job %s is %s; only a paused job can be resumed", id,
                           status);
     store_job_set_resume(s->st, id, true, NULL);
-    svc_event(s, id, "info", "Job resumed; it continues from its newest checkpoint");
+    svc_event(s, id, "info", "Job resumed");
     return svc_put_status(s, id, doc, "queued") ? fj_err_set(err, FJ_ERR_IO, "store") : 0;
 }
 

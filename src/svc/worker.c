@@ -22,18 +22,24 @@ static const char *spec_str(const json_t *spec, const char *key)
     return json_string_value(json_object_get(spec, key));
 }
 
-/* Whether the job's folder holds a checkpoint to resume from. */
-static bool has_checkpoint(const char *dir)
+/* The step of the newest checkpoint in the job's folder, 0 if none. */
+static long long newest_checkpoint(const char *dir)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/checkpoints", dir);
     DIR *d = opendir(path);
-    bool found = false;
-    for (struct dirent *e; d && !found && (e = readdir(d));)
-        found = strncmp(e->d_name, "ckpt-step-", 10) == 0;
+    long long newest = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, "ckpt-step-", 10) != 0)
+            continue;
+        char *end;
+        long long step = strtoll(e->d_name + 10, &end, 10);
+        if (*end == '\0' && step > newest)
+            newest = step;
+    }
     if (d)
         closedir(d);
-    return found;
+    return newest;
 }
 
 struct argv_buf {
@@ -97,7 +103,7 @@ static int build_argv(struct svc *s, enum worker_kind kind, const struct store_j
     json_array_foreach(json_object_get(spec, "args"), i, v) push(a, json_string_value(v));
     if (kind == WORKER_VALIDATE)
         push(a, "--validate-only");
-    else if (row->resume && has_checkpoint(dir)) {
+    else if (row->resume && newest_checkpoint(dir) > 0) {
         push(a, "--resume");
         push(a, dir);
     }
@@ -107,15 +113,31 @@ static int build_argv(struct svc *s, enum worker_kind kind, const struct store_j
     return 0;
 }
 
-/* A fresh start must not find an earlier attempt's files (the trainer refuses a folder that
- * already holds checkpoints). */
-static int prepare_dir(const char *dir, bool resume, struct fj_err *err)
+/* Before a worker starts: a fresh start must not find an earlier attempt's checkpoints (the
+ * trainer refuses a folder that holds some), and a resumed one must not start beyond the
+ * steps whose metrics are recorded (a checkpoint written after a pause, or just before the
+ * server was killed, with its step's events unread): the steps after last_step are trained
+ * again, bitwise the same, and each gets its metrics event once. */
+static int prepare_dir(const char *dir, bool resume, int64_t last_step, struct fj_err *err)
 {
-    if (!resume || !has_checkpoint(dir)) {
-        char sub[4400];
-        snprintf(sub, sizeof sub, "%s/checkpoints", dir);
+    char sub[4400], path[4800];
+    snprintf(sub, sizeof sub, "%s/checkpoints", dir);
+    if (!resume) {
         fj_remove_tree(sub, NULL);
+        return fj_mkdirs(dir, err);
     }
+    DIR *d = opendir(sub);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, "ckpt-step-", 10) != 0)
+            continue;
+        long long step = strtoll(e->d_name + 10, NULL, 10);
+        if (step > last_step) {
+            snprintf(path, sizeof path, "%s/%s", sub, e->d_name);
+            fj_remove_tree(path, NULL);
+        }
+    }
+    if (d)
+        closedir(d);
     return fj_mkdirs(dir, err);
 }
 
@@ -126,7 +148,7 @@ int worker_spawn(struct svc *s, enum worker_kind kind, const struct store_job_ro
     int rc = svc_job_dir(s->st, row->id, dir, sizeof dir);
     if (rc != 0)
         return fj_err_set(err, rc, "bad job id");
-    if (kind == WORKER_TRAIN && (rc = prepare_dir(dir, row->resume, err)) != 0)
+    if (kind == WORKER_TRAIN && (rc = prepare_dir(dir, row->resume, row->last_step, err)) != 0)
         return rc;
     if (kind == WORKER_VALIDATE && (rc = fj_mkdirs(dir, err)) != 0)
         return rc;
@@ -194,8 +216,12 @@ int worker_spawn(struct svc *s, enum worker_kind kind, const struct store_job_ro
     if (kind == WORKER_TRAIN) {
         json_t *doc = json_deep_copy(row->doc);
         svc_put_status(s, row->id, doc, "running");
-        if (row->resume)
-            svc_event(s, row->id, "info", "Job restarted from its newest checkpoint");
+        long long from = row->resume ? newest_checkpoint(dir) : 0;
+        if (from > 0)
+            svc_event(s, row->id, "info", "Job continues from its checkpoint at step %lld", from);
+        else if (row->resume)
+            svc_event(s, row->id, "info",
+                      "Job starts again from the beginning (no checkpoint had been written)");
         else
             svc_event(s, row->id, "info", "Job started");
         json_decref(doc);
@@ -321,7 +347,11 @@ static void on_step(struct svc *s, struct worker *w, const json_t *ev)
     struct store_job_row row;
     if (store_job_row_get(s->st, w->job_id, &row, NULL) != 0)
         return;
-    if (step > row.last_step) {
+    /* After a pause (or a cancel) the job shows no more progress: the worker's last step is
+     * trained again on resume. */
+    const char *status = json_string_value(json_object_get(row.doc, "status"));
+    bool running = status && strcmp(status, "running") == 0;
+    if (running && step > row.last_step) {
         char msg[160];
         snprintf(msg, sizeof msg, "Step %lld/%lld: training loss=%.4f", (long long)step,
                  (long long)w->total_steps,
@@ -334,9 +364,7 @@ static void on_step(struct svc *s, struct worker *w, const json_t *ev)
         json_object_set_new(
             row.doc, "estimated_finish",
             json_integer(store_now() + (int64_t)(per_step * (double)(w->total_steps - step))));
-        const char *status = json_string_value(json_object_get(row.doc, "status"));
-        if (status && strcmp(status, "running") == 0)
-            store_job_put(s->st, w->job_id, row.doc, NULL);
+        store_job_put(s->st, w->job_id, row.doc, NULL);
     }
     store_job_row_free(&row);
 }
@@ -346,7 +374,13 @@ static void on_checkpoint(struct svc *s, struct worker *w, const json_t *ev)
     int64_t step = json_integer_value(json_object_get(ev, "step"));
     const char *path = json_string_value(json_object_get(ev, "path"));
     const char *ft = spec_str(w->spec, "fine_tuned_model");
-    if (!path || !ft)
+    struct store_job_row row;
+    if (!path || !ft || store_job_row_get(s->st, w->job_id, &row, NULL) != 0)
+        return;
+    /* Only checkpoints of recorded steps (see prepare_dir). */
+    int64_t last_step = row.last_step;
+    store_job_row_free(&row);
+    if (step > last_step)
         return;
     char id[STORE_ID_MAX], name[1200], model_dir[4400];
     store_new_id("ftckpt-", id);
