@@ -100,6 +100,8 @@ const char *api_query(struct api_req *r, const char *key);
 bool api_page(struct api_req *r, struct store_page *page);
 /* {object:"list", data, has_more, first_id, last_id}; takes data. */
 void api_reply_list(struct api_req *r, json_t *data, bool has_more);
+/* The same from stored text (store_raw_list); frees l's data. */
+void api_reply_raw_list(struct api_req *r, struct store_raw_list *l);
 /* The JSON body as an object (400 replied and NULL if it is not one). Owned by the caller. */
 json_t *api_body_object(struct api_req *r);
 

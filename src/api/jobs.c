@@ -458,14 +458,14 @@ static bool job_id_ok(struct api_req *r)
 
 void api_h_job_get(struct api_req *r)
 {
-    json_t *doc;
+    char *text;
     struct fj_err err = {0};
     if (!job_id_ok(r))
         return;
-    if (store_job_get(r->srv->st, r->params[0], &doc, &err) != 0)
+    if (store_job_get_text(r->srv->st, r->params[0], &text, &err) != 0)
         api_error_from(r, err.code, err.msg, "fine_tuning_job_id");
     else
-        api_reply_json(r, 200, doc);
+        api_reply_text(r, 200, "application/json", text, strlen(text));
 }
 
 typedef int (*job_control)(struct svc *s, const char *id, json_t **doc, struct fj_err *err);
@@ -504,26 +504,31 @@ void api_h_job_delete(struct api_req *r)
 }
 
 typedef int (*job_list_fn)(struct store *s, const char *job_id, const struct store_page *page,
-                           json_t **list, bool *has_more, struct fj_err *err);
+                           struct store_raw_list *out, struct fj_err *err);
 
 static void list_of_job(struct api_req *r, job_list_fn fn)
 {
     struct store_page page;
-    json_t *doc, *list;
-    bool more;
+    struct store_raw_list list;
     struct fj_err err = {0};
     if (!job_id_ok(r) || !api_page(r, &page))
         return;
-    if (store_job_get(r->srv->st, r->params[0], &doc, &err) != 0) {
-        api_error_from(r, err.code, err.msg, "fine_tuning_job_id");
+    /* An unknown job is a 404, not an empty list. */
+    if (fn(r->srv->st, r->params[0], &page, &list, &err) != 0) {
+        api_error_from(r, err.code, err.msg, NULL);
         return;
     }
-    json_decref(doc);
-    if (fn(r->srv->st, r->params[0], &page, &list, &more, &err) != 0)
-        api_error_from(r, err.code, err.msg, NULL);
-    else
-        api_reply_list(r, list, more);
+    if (!list.first_id[0]) {
+        char *doc;
+        if (store_job_get_text(r->srv->st, r->params[0], &doc, &err) != 0) {
+            store_raw_list_free(&list);
+            api_error_from(r, err.code, err.msg, "fine_tuning_job_id");
+            return;
+        }
+        free(doc);
+    }
+    api_reply_raw_list(r, &list);
 }
 
-void api_h_job_events(struct api_req *r) { list_of_job(r, store_event_list); }
-void api_h_job_checkpoints(struct api_req *r) { list_of_job(r, store_checkpoint_list); }
+void api_h_job_events(struct api_req *r) { list_of_job(r, store_event_list_raw); }
+void api_h_job_checkpoints(struct api_req *r) { list_of_job(r, store_checkpoint_list_raw); }

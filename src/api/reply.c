@@ -161,6 +161,27 @@ void api_reply_list(struct api_req *r, json_t *data, bool has_more)
                              "has_more", has_more, "first_id", first, "last_id", last));
 }
 
+void api_reply_raw_list(struct api_req *r, struct store_raw_list *l)
+{
+    /* The stored documents go out as they are: no parse and re-encode on the hot paths. */
+    struct fj_buf b = {0};
+    int rc = fj_buf_printf(&b, "{\"object\":\"list\",\"data\":");
+    if (rc == 0)
+        rc = fj_buf_append(&b, l->data, l->len);
+    if (rc == 0 && l->first_id[0])
+        rc = fj_buf_printf(&b, ",\"has_more\":%s,\"first_id\":\"%s\",\"last_id\":\"%s\"}",
+                           l->has_more ? "true" : "false", l->first_id, l->last_id);
+    else if (rc == 0)
+        rc = fj_buf_printf(&b, ",\"has_more\":false,\"first_id\":null,\"last_id\":null}");
+    store_raw_list_free(l);
+    if (rc != 0) {
+        fj_buf_free(&b);
+        api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    api_reply_text(r, 200, "application/json", (char *)b.data, b.len);
+}
+
 json_t *api_body_object(struct api_req *r)
 {
     json_error_t je;

@@ -17,7 +17,7 @@
 
 struct serve_opts {
     const char *host;
-    int port, threads, max_jobs, train_threads, keep, timeout;
+    int port, threads, max_jobs, train_threads, keep, timeout, nice;
     long long max_upload_mb;
     const char *org;
     bool quiet;
@@ -86,6 +86,7 @@ static int parse_opts(const struct cli_cmd *cmd, const struct cli_args *a, struc
     NUM(train_threads, "train-threads", "FORJA_TRAIN_THREADS", 0, 0, 1024)
     NUM(keep, "keep-checkpoints", "FORJA_KEEP_CHECKPOINTS", 3, 1, 1000)
     NUM(timeout, "timeout", "FORJA_TIMEOUT", 60, 1, 86400)
+    NUM(nice, "worker-nice", "FORJA_WORKER_NICE", 10, 0, 19)
 #undef NUM
     if ((o->max_upload_mb = number(cmd, a, "max-upload-mb", "FORJA_MAX_UPLOAD_MB", 1024, 1,
                                    1 << 24)) < 0)
@@ -166,6 +167,7 @@ static void print_config(const struct serve_opts *o, const char *dir, const json
     printf("  request threads  %d\n", o->threads);
     printf("  jobs at once     %d (training threads per job: %s)\n", o->max_jobs,
            o->train_threads ? "as set" : "all cores");
+    printf("  worker niceness  %d\n", o->nice);
     printf("  upload limit     %lld MiB\n", o->max_upload_mb);
     printf("  idle timeout     %d s\n", o->timeout);
     printf("  checkpoints kept %d per job\n", o->keep);
@@ -226,6 +228,7 @@ static int serve(const struct serve_opts *o, const char *dir, json_t *al)
                             .max_jobs = o->max_jobs,
                             .threads = o->train_threads,
                             .keep_checkpoints = o->keep,
+                            .worker_nice = o->nice,
                             .log = log_always};
     struct svc *svc = NULL;
     if (svc_start(&svc, st, &sc, &err) != 0) {
@@ -286,6 +289,9 @@ static const struct cli_opt serve_opts[] = {
      "$FORJA_MAX_JOBS)."},
     {"train-threads", "N",
      "Compute threads of each training job (default: all cores; $FORJA_TRAIN_THREADS)."},
+    {"worker-nice", "N",
+     "Niceness of the training workers, 0 to 19: training yields the cores to requests "
+     "(default 10; $FORJA_WORKER_NICE)."},
     {"http-threads", "N", "Threads answering requests (default 4; $FORJA_HTTP_THREADS)."},
     {"max-upload-mb", "N",
      "Largest upload in MiB; a larger one is refused with 413 (default 1024; "

@@ -94,8 +94,97 @@ json_t *store_column_json(sqlite3_stmt *st, int col)
     return text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
 }
 
-int store_collect_docs(struct store *s, sqlite3_stmt *st, int col, int limit, json_t **list,
-                       bool *has_more, struct fj_err *err)
+/* ---- readers ------------------------------------------------------------------------ */
+
+static void reader_close(struct store_reader *r)
+{
+    for (int i = 0; i < STORE_READER_STMTS; i++)
+        sqlite3_finalize(r->stmts[i].st);
+    sqlite3_close(r->db);
+    free(r);
+}
+
+/* Runs when a thread that read ends. */
+static void reader_release(void *p)
+{
+    struct store_reader *r = p;
+    struct store *s = r->owner;
+    pthread_mutex_lock(&s->readers_lock);
+    for (struct store_reader **pp = &s->readers; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    pthread_mutex_unlock(&s->readers_lock);
+    reader_close(r);
+}
+
+static struct store_reader *reader_get(struct store *s, struct fj_err *err)
+{
+    struct store_reader *r = pthread_getspecific(s->reader_key);
+    if (r)
+        return r;
+    if (!(r = calloc(1, sizeof *r))) {
+        fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    r->owner = s;
+    if (sqlite3_open_v2(s->db_path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        fj_err_set(err, FJ_ERR_IO, "database: %s", r->db ? sqlite3_errmsg(r->db) : "cannot open");
+        sqlite3_close(r->db);
+        free(r);
+        return NULL;
+    }
+    sqlite3_busy_timeout(r->db, 10000);
+    pthread_mutex_lock(&s->readers_lock);
+    r->next = s->readers;
+    s->readers = r;
+    pthread_mutex_unlock(&s->readers_lock);
+    pthread_setspecific(s->reader_key, r);
+    return r;
+}
+
+int store_read(struct store *s, const char *sql, sqlite3_stmt **st, struct fj_err *err)
+{
+    struct store_reader *r = reader_get(s, err);
+    if (!r)
+        return err && err->code ? err->code : FJ_ERR_IO;
+    int free_slot = -1;
+    for (int i = 0; i < STORE_READER_STMTS; i++) {
+        if (r->stmts[i].sql == sql) {
+            *st = r->stmts[i].st;
+            return 0;
+        }
+        if (!r->stmts[i].sql && free_slot < 0)
+            free_slot = i;
+    }
+    if (free_slot < 0) { /* more queries than slots: the last slot is given up */
+        free_slot = STORE_READER_STMTS - 1;
+        sqlite3_finalize(r->stmts[free_slot].st);
+        r->stmts[free_slot].sql = NULL;
+        r->stmts[free_slot].st = NULL;
+    }
+    if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+        return fj_err_set(err, FJ_ERR_FORMAT, "database: prepare: %s", sqlite3_errmsg(r->db));
+    r->stmts[free_slot].sql = sql;
+    r->stmts[free_slot].st = *st;
+    return 0;
+}
+
+void store_read_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+int store_read_error(sqlite3_stmt *st, struct fj_err *err)
+{
+    return fj_err_set(err, FJ_ERR_IO, "database: read: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
+}
+
+int store_collect_docs(sqlite3_stmt *st, int col, int limit, json_t **list, bool *has_more,
+                       struct fj_err *err)
 {
     json_t *arr = json_array();
     int r, n = 0;
@@ -110,14 +199,58 @@ int store_collect_docs(struct store *s, sqlite3_stmt *st, int col, int limit, js
             json_array_append_new(arr, doc);
         n++;
     }
-    int rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : store_sql_error(s, err, "read");
-    sqlite3_finalize(st);
+    int rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : store_read_error(st, err);
+    store_read_done(st);
     if (rc != 0) {
         json_decref(arr);
         return rc;
     }
     *list = arr;
     return 0;
+}
+
+int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit,
+                      struct store_raw_list *out, struct fj_err *err)
+{
+    struct fj_buf b = {0};
+    memset(out, 0, sizeof *out);
+    int r, n = 0, rc = fj_buf_append(&b, "[", 1);
+    while (rc == 0 && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == limit) {
+            out->has_more = true;
+            break;
+        }
+        const char *doc = (const char *)sqlite3_column_text(st, col);
+        const char *id = (const char *)sqlite3_column_text(st, id_col);
+        if (!doc || !id)
+            continue;
+        if (n > 0)
+            rc = fj_buf_append(&b, ",", 1);
+        if (rc == 0)
+            rc = fj_buf_append(&b, doc, (size_t)sqlite3_column_bytes(st, col));
+        snprintf(n == 0 ? out->first_id : out->last_id, STORE_ID_MAX, "%s", id);
+        if (n == 0)
+            snprintf(out->last_id, STORE_ID_MAX, "%s", id);
+        n++;
+    }
+    if (rc == 0 && r != SQLITE_ROW && r != SQLITE_DONE)
+        rc = store_read_error(st, err);
+    store_read_done(st);
+    if (rc == 0)
+        rc = fj_buf_append(&b, "]", 2); /* with the NUL */
+    if (rc != 0) {
+        fj_buf_free(&b);
+        return rc == FJ_ERR_NOMEM ? fj_err_set(err, FJ_ERR_NOMEM, "out of memory") : rc;
+    }
+    out->data = (char *)b.data;
+    out->len = b.len - 1;
+    return 0;
+}
+
+void store_raw_list_free(struct store_raw_list *l)
+{
+    free(l->data);
+    l->data = NULL;
 }
 
 static int migrate(struct store *s, struct fj_err *err)
@@ -176,10 +309,12 @@ int store_open(struct store **out, const char *dir, struct fj_err *err)
         return fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->readers_lock, NULL);
+    pthread_key_create(&s->reader_key, reader_release);
     int rc = make_dirs(s, err);
-    char path[STORE_PATH_MAX];
-    snprintf(path, sizeof path, "%s/forja.db", dir);
-    if (rc == 0 && sqlite3_open_v2(path, &s->db,
+    char *path = s->db_path;
+    snprintf(s->db_path, sizeof s->db_path, "%s/forja.db", dir);
+    if (rc == 0 && sqlite3_open_v2(s->db_path, &s->db,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                                        SQLITE_OPEN_NOMUTEX,
                                    NULL) != SQLITE_OK)
@@ -208,8 +343,16 @@ void store_close(struct store *s)
 {
     if (!s)
         return;
+    /* Threads still alive keep no reader: the key goes first, so no destructor runs later. */
+    pthread_key_delete(s->reader_key);
+    while (s->readers) {
+        struct store_reader *r = s->readers;
+        s->readers = r->next;
+        reader_close(r);
+    }
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->readers_lock);
     free(s);
 }
 
@@ -242,15 +385,19 @@ void store_random_chars(char *out, size_t n)
 {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    unsigned char r[64];
-    for (size_t i = 0; i < n; i++) {
-        /* 62 * 4 = 248: bytes from 248 up are drawn again so every character is as likely. */
-        unsigned char b;
-        do {
-            store_random(r, 1);
-            b = r[0];
-        } while (b >= 248);
-        out[i] = alphabet[b % 62];
+    /* One getrandom for a whole id (it runs for every request id). Bytes from 248 up are
+     * skipped (62 * 4 = 248) so every character is as likely; more are drawn if needed. */
+    unsigned char r[128];
+    size_t have = 0, used = 0;
+    for (size_t i = 0; i < n;) {
+        if (used == have) {
+            have = n - i + 16 < sizeof r ? n - i + 16 : sizeof r;
+            store_random(r, have);
+            used = 0;
+        }
+        unsigned char b = r[used++];
+        if (b < 248)
+            out[i++] = alphabet[b % 62];
     }
     out[n] = '\0';
 }

@@ -184,17 +184,15 @@ int store_file_import(struct store *s, const char *path, const char *filename,
 
 int store_file_get(struct store *s, const char *id, json_t **file, struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s, "SELECT doc FROM files WHERE id = ?1", &st, err);
+    int rc = store_read(s, "SELECT doc FROM files WHERE id = ?1", &st, err);
     json_t *doc = NULL;
     if (rc == 0) {
         store_bind_text(st, 1, id);
         if (sqlite3_step(st) == SQLITE_ROW)
             doc = store_column_json(st, 0);
-        sqlite3_finalize(st);
+        store_read_done(st);
     }
-    store_unlock(s);
     if (rc == 0 && !doc)
         rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "No such File object: %s", id);
     if (rc == 0)
@@ -206,20 +204,18 @@ int store_file_list(struct store *s, const char *purpose, const struct store_pag
                     json_t **list, bool *has_more, struct fj_err *err)
 {
     int limit = store_limit(page);
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s,
-                           "SELECT doc FROM files WHERE (?1 IS NULL OR purpose = ?1) AND "
-                           "(?2 IS NULL OR seq < (SELECT seq FROM files WHERE id = ?2)) "
-                           "ORDER BY seq DESC LIMIT ?3",
-                           &st, err);
+    int rc = store_read(s,
+                        "SELECT doc FROM files WHERE (?1 IS NULL OR purpose = ?1) AND "
+                        "(?2 IS NULL OR seq < (SELECT seq FROM files WHERE id = ?2)) "
+                        "ORDER BY seq DESC LIMIT ?3",
+                        &st, err);
     if (rc == 0) {
         store_bind_text(st, 1, purpose);
         store_bind_text(st, 2, page ? page->after : NULL);
         sqlite3_bind_int(st, 3, limit + 1);
-        rc = store_collect_docs(s, st, 0, limit, list, has_more, err);
+        rc = store_collect_docs(st, 0, limit, list, has_more, err);
     }
-    store_unlock(s);
     return rc;
 }
 

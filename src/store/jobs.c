@@ -64,13 +64,11 @@ int store_job_create(struct store *s, const json_t *doc, const json_t *spec, con
     return rc;
 }
 
-static int get_one(struct store *s, const char *sql, const char *id, int cols,
+static int get_one(struct store *s, const char *sql, const char *id,
                    void (*fill)(sqlite3_stmt *, void *), void *ctx, struct fj_err *err)
 {
-    (void)cols;
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s, sql, &st, err);
+    int rc = store_read(s, sql, &st, err);
     bool found = false;
     if (rc == 0) {
         store_bind_text(st, 1, id);
@@ -78,9 +76,8 @@ static int get_one(struct store *s, const char *sql, const char *id, int cols,
             fill(st, ctx);
             found = true;
         }
-        sqlite3_finalize(st);
+        store_read_done(st);
     }
-    store_unlock(s);
     if (rc == 0 && !found)
         rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "No such fine-tuning job: %s", id);
     return rc;
@@ -91,9 +88,24 @@ static void fill_doc(sqlite3_stmt *st, void *ctx) { *(json_t **)ctx = store_colu
 int store_job_get(struct store *s, const char *id, json_t **doc, struct fj_err *err)
 {
     *doc = NULL;
-    int rc = get_one(s, "SELECT doc FROM jobs WHERE id = ?1", id, 1, fill_doc, doc, err);
+    int rc = get_one(s, "SELECT doc FROM jobs WHERE id = ?1", id, fill_doc, doc, err);
     if (rc == 0 && !*doc)
         rc = fj_err_set(err, FJ_ERR_FORMAT, "job %s: its stored object is damaged", id);
+    return rc;
+}
+
+static void fill_text(sqlite3_stmt *st, void *ctx)
+{
+    const char *t = (const char *)sqlite3_column_text(st, 0);
+    *(char **)ctx = t ? strdup(t) : NULL;
+}
+
+int store_job_get_text(struct store *s, const char *id, char **text, struct fj_err *err)
+{
+    *text = NULL;
+    int rc = get_one(s, "SELECT doc FROM jobs WHERE id = ?1", id, fill_text, text, err);
+    if (rc == 0 && !*text)
+        rc = fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
     return rc;
 }
 
@@ -114,7 +126,7 @@ int store_job_row_get(struct store *s, const char *id, struct store_job_row *r,
                       struct fj_err *err)
 {
     memset(r, 0, sizeof *r);
-    int rc = get_one(s, "SELECT " ROW_COLS " FROM jobs WHERE id = ?1", id, 6, fill_row, r, err);
+    int rc = get_one(s, "SELECT " ROW_COLS " FROM jobs WHERE id = ?1", id, fill_row, r, err);
     if (rc == 0 && (!r->doc || !r->spec)) {
         store_job_row_free(r);
         rc = fj_err_set(err, FJ_ERR_FORMAT, "job %s: its stored object is damaged", id);
@@ -127,13 +139,12 @@ int store_job_next(struct store *s, const char *status, const char *skip_ids, bo
 {
     memset(r, 0, sizeof *r);
     *found = false;
-    store_lock(s);
     sqlite3_stmt *st;
     /* skip_ids: a JSON array of ids already being handled. */
-    int rc = store_prepare(s,
-                           "SELECT " ROW_COLS " FROM jobs WHERE status = ?1 AND id NOT IN "
-                           "(SELECT value FROM json_each(?2)) ORDER BY seq LIMIT 1",
-                           &st, err);
+    int rc = store_read(s,
+                        "SELECT " ROW_COLS " FROM jobs WHERE status = ?1 AND id NOT IN "
+                        "(SELECT value FROM json_each(?2)) ORDER BY seq LIMIT 1",
+                        &st, err);
     if (rc == 0) {
         store_bind_text(st, 1, status);
         store_bind_text(st, 2, skip_ids ? skip_ids : "[]");
@@ -144,26 +155,23 @@ int store_job_next(struct store *s, const char *status, const char *skip_ids, bo
             if (!*found)
                 store_job_row_free(r);
         } else if (step != SQLITE_DONE) {
-            rc = store_sql_error(s, err, "read");
+            rc = store_read_error(st, err);
         }
-        sqlite3_finalize(st);
+        store_read_done(st);
     }
-    store_unlock(s);
     return rc;
 }
 
 int store_job_ids(struct store *s, const char *status, json_t **ids, struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s, "SELECT json_quote(id) FROM jobs WHERE status = ?1 ORDER BY seq",
-                           &st, err);
+    int rc = store_read(s, "SELECT json_quote(id) FROM jobs WHERE status = ?1 ORDER BY seq", &st,
+                        err);
     bool more;
     if (rc == 0) {
         store_bind_text(st, 1, status);
-        rc = store_collect_docs(s, st, 0, 1 << 30, ids, &more, err);
+        rc = store_collect_docs(st, 0, 1 << 30, ids, &more, err);
     }
-    store_unlock(s);
     return rc;
 }
 
@@ -171,10 +179,9 @@ int store_job_list(struct store *s, const json_t *metadata, const struct store_p
                    json_t **list, bool *has_more, struct fj_err *err)
 {
     int limit = store_limit(page);
-    store_lock(s);
     sqlite3_stmt *st;
     /* ?3: an object of pairs that must all be in the job's metadata. */
-    int rc = store_prepare(
+    int rc = store_read(
         s,
         "SELECT doc FROM jobs WHERE (?1 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?1)) "
         "AND NOT EXISTS (SELECT 1 FROM json_each(?3) AS w WHERE "
@@ -188,9 +195,8 @@ int store_job_list(struct store *s, const json_t *metadata, const struct store_p
             store_bind_json(st, 3, metadata);
         else
             store_bind_text(st, 3, "{}");
-        rc = store_collect_docs(s, st, 0, limit, list, has_more, err);
+        rc = store_collect_docs(st, 0, limit, list, has_more, err);
     }
-    store_unlock(s);
     return rc;
 }
 
@@ -254,21 +260,15 @@ int store_job_delete(struct store *s, const char *id, struct fj_err *err)
 
 int store_job_counts(struct store *s, json_t **counts, struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s, "SELECT status, count(*) FROM jobs GROUP BY status", &st, err);
-    json_t *o = json_object();
-    if (rc == 0) {
-        while (sqlite3_step(st) == SQLITE_ROW)
-            json_object_set_new(o, (const char *)sqlite3_column_text(st, 0),
-                                json_integer(sqlite3_column_int64(st, 1)));
-        sqlite3_finalize(st);
-    }
-    store_unlock(s);
-    if (rc != 0) {
-        json_decref(o);
+    int rc = store_read(s, "SELECT status, count(*) FROM jobs GROUP BY status", &st, err);
+    if (rc != 0)
         return rc;
-    }
+    json_t *o = json_object();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_object_set_new(o, (const char *)sqlite3_column_text(st, 0),
+                            json_integer(sqlite3_column_int64(st, 1)));
+    store_read_done(st);
     *counts = o;
     return 0;
 }
@@ -302,29 +302,38 @@ int store_event_add(struct store *s, const char *job_id, const char *level, cons
 
 static int list_of_job(struct store *s, const char *sql, const char *job_id,
                        const struct store_page *page, json_t **list, bool *has_more,
-                       struct fj_err *err)
+                       struct store_raw_list *raw, struct fj_err *err)
 {
     int limit = store_limit(page);
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s, sql, &st, err);
+    int rc = store_read(s, sql, &st, err);
     if (rc == 0) {
         store_bind_text(st, 1, job_id);
         store_bind_text(st, 2, page ? page->after : NULL);
         sqlite3_bind_int(st, 3, limit + 1);
-        rc = store_collect_docs(s, st, 0, limit, list, has_more, err);
+        rc = raw ? store_collect_raw(st, 0, 1, limit, raw, err)
+                 : store_collect_docs(st, 0, limit, list, has_more, err);
     }
-    store_unlock(s);
     return rc;
 }
+
+#define EVENTS_SQL                                                                                 \
+    "SELECT doc, id FROM events WHERE job_id = ?1 AND (?2 IS NULL OR seq < "                      \
+    "(SELECT seq FROM events WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
+#define CHECKPOINTS_SQL                                                                            \
+    "SELECT doc, id FROM checkpoints WHERE job_id = ?1 AND (?2 IS NULL OR seq < "                 \
+    "(SELECT seq FROM checkpoints WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
 
 int store_event_list(struct store *s, const char *job_id, const struct store_page *page,
                      json_t **list, bool *has_more, struct fj_err *err)
 {
-    return list_of_job(s,
-                       "SELECT doc FROM events WHERE job_id = ?1 AND (?2 IS NULL OR seq < "
-                       "(SELECT seq FROM events WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3",
-                       job_id, page, list, has_more, err);
+    return list_of_job(s, EVENTS_SQL, job_id, page, list, has_more, NULL, err);
+}
+
+int store_event_list_raw(struct store *s, const char *job_id, const struct store_page *page,
+                         struct store_raw_list *out, struct fj_err *err)
+{
+    return list_of_job(s, EVENTS_SQL, job_id, page, NULL, NULL, out, err);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------ */
@@ -395,8 +404,12 @@ int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, cons
 int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
                           json_t **list, bool *has_more, struct fj_err *err)
 {
-    return list_of_job(s,
-                       "SELECT doc FROM checkpoints WHERE job_id = ?1 AND (?2 IS NULL OR seq < "
-                       "(SELECT seq FROM checkpoints WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3",
-                       job_id, page, list, has_more, err);
+    return list_of_job(s, CHECKPOINTS_SQL, job_id, page, list, has_more, NULL, err);
+}
+
+int store_checkpoint_list_raw(struct store *s, const char *job_id,
+                              const struct store_page *page, struct store_raw_list *out,
+                              struct fj_err *err)
+{
+    return list_of_job(s, CHECKPOINTS_SQL, job_id, page, NULL, NULL, out, err);
 }

@@ -56,30 +56,23 @@ int store_key_create(struct store *s, const char *name, char **key, json_t **inf
 
 int store_key_list(struct store *s, json_t **list, struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(
+    int rc = store_read(
         s, "SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY seq", &st, err);
-    json_t *arr = json_array();
-    if (rc == 0) {
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            json_t *o = json_pack("{s:s, s:s?, s:s, s:I}", "id", sqlite3_column_text(st, 0),
-                                  "name", sqlite3_column_text(st, 1), "prefix",
-                                  sqlite3_column_text(st, 2), "created_at",
-                                  (json_int_t)sqlite3_column_int64(st, 3));
-            json_object_set_new(o, "revoked_at",
-                                sqlite3_column_type(st, 4) == SQLITE_NULL
-                                    ? json_null()
-                                    : json_integer(sqlite3_column_int64(st, 4)));
-            json_array_append_new(arr, o);
-        }
-        sqlite3_finalize(st);
-    }
-    store_unlock(s);
-    if (rc != 0) {
-        json_decref(arr);
+    if (rc != 0)
         return rc;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_pack("{s:s, s:s?, s:s, s:I}", "id", sqlite3_column_text(st, 0), "name",
+                              sqlite3_column_text(st, 1), "prefix", sqlite3_column_text(st, 2),
+                              "created_at", (json_int_t)sqlite3_column_int64(st, 3));
+        json_object_set_new(o, "revoked_at",
+                            sqlite3_column_type(st, 4) == SQLITE_NULL
+                                ? json_null()
+                                : json_integer(sqlite3_column_int64(st, 4)));
+        json_array_append_new(arr, o);
     }
+    store_read_done(st);
     *list = arr;
     return 0;
 }
@@ -103,14 +96,12 @@ int store_key_revoke(struct store *s, const char *id, struct fj_err *err)
 
 int store_key_count(struct store *s, int *n, struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(s, "SELECT count(*) FROM keys WHERE revoked_at IS NULL", &st, err);
+    int rc = store_read(s, "SELECT count(*) FROM keys WHERE revoked_at IS NULL", &st, err);
     if (rc == 0) {
         *n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-        sqlite3_finalize(st);
+        store_read_done(st);
     }
-    store_unlock(s);
     return rc;
 }
 
@@ -119,9 +110,8 @@ bool store_key_check(struct store *s, const char *key)
     unsigned char h[32];
     hash_key(key, h);
     unsigned char diff_all = 1; /* becomes 0 when some live hash matches */
-    store_lock(s);
     sqlite3_stmt *st;
-    if (store_prepare(s, "SELECT hash FROM keys WHERE revoked_at IS NULL", &st, NULL) == 0) {
+    if (store_read(s, "SELECT hash FROM keys WHERE revoked_at IS NULL", &st, NULL) == 0) {
         while (sqlite3_step(st) == SQLITE_ROW) {
             const unsigned char *stored = sqlite3_column_blob(st, 0);
             if (!stored || sqlite3_column_bytes(st, 0) != 32)
@@ -131,8 +121,7 @@ bool store_key_check(struct store *s, const char *key)
                 d |= (unsigned char)(stored[i] ^ h[i]);
             diff_all &= (unsigned char)(d != 0);
         }
-        sqlite3_finalize(st);
+        store_read_done(st);
     }
-    store_unlock(s);
     return diff_all == 0;
 }

@@ -40,9 +40,8 @@ static json_t *model_object(sqlite3_stmt *st)
 int store_model_get(struct store *s, const char *name, char *path, size_t cap, json_t **obj,
                     struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(
+    int rc = store_read(
         s, "SELECT name, created_at, job_id, base, checkpoint, path FROM models WHERE name = ?1",
         &st, err);
     bool found = false;
@@ -55,9 +54,8 @@ int store_model_get(struct store *s, const char *name, char *path, size_t cap, j
             if (obj)
                 *obj = model_object(st);
         }
-        sqlite3_finalize(st);
+        store_read_done(st);
     }
-    store_unlock(s);
     if (rc == 0 && !found)
         rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "The model '%s' does not exist", name);
     return rc;
@@ -65,21 +63,15 @@ int store_model_get(struct store *s, const char *name, char *path, size_t cap, j
 
 int store_model_list(struct store *s, json_t **list, struct fj_err *err)
 {
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_prepare(
+    int rc = store_read(
         s, "SELECT name, created_at, job_id, base, checkpoint FROM models ORDER BY seq", &st, err);
-    json_t *arr = json_array();
-    if (rc == 0) {
-        while (sqlite3_step(st) == SQLITE_ROW)
-            json_array_append_new(arr, model_object(st));
-        sqlite3_finalize(st);
-    }
-    store_unlock(s);
-    if (rc != 0) {
-        json_decref(arr);
+    if (rc != 0)
         return rc;
-    }
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, model_object(st));
+    store_read_done(st);
     *list = arr;
     return 0;
 }

@@ -53,6 +53,16 @@ struct store_page {
     int limit; /* 1 .. 100 */
 };
 
+/* A list as stored text, for replies that send it on unchanged: data is a JSON array;
+ * release with store_raw_list_free. */
+struct store_raw_list {
+    char *data; /* owned, NUL-terminated */
+    size_t len;
+    bool has_more;
+    char first_id[STORE_ID_MAX], last_id[STORE_ID_MAX]; /* "" for an empty list */
+};
+void store_raw_list_free(struct store_raw_list *l);
+
 /* ---- files ---------------------------------------------------------------------------- */
 
 struct store_upload;
@@ -104,6 +114,8 @@ void store_job_row_free(struct store_job_row *r);
 int store_job_create(struct store *s, const json_t *doc, const json_t *spec, const char *idem_key,
                      json_t **existing, struct fj_err *err);
 int store_job_get(struct store *s, const char *id, json_t **doc, struct fj_err *err);
+/* The job's object as stored (JSON text, owned by the caller). */
+int store_job_get_text(struct store *s, const char *id, char **text, struct fj_err *err);
 int store_job_row_get(struct store *s, const char *id, struct store_job_row *r,
                       struct fj_err *err);
 /* Newest first, optionally only jobs whose metadata holds every pair of `metadata`. */
@@ -127,6 +139,8 @@ int store_event_add(struct store *s, const char *job_id, const char *level, cons
                     const char *message, json_t *data, struct fj_err *err);
 int store_event_list(struct store *s, const char *job_id, const struct store_page *page,
                      json_t **list, bool *has_more, struct fj_err *err);
+int store_event_list_raw(struct store *s, const char *job_id, const struct store_page *page,
+                         struct store_raw_list *out, struct fj_err *err);
 
 /* Records a checkpoint object (borrowed; its id set by the caller) at step; keeps the
  * newest `keep` of the job's and returns the names of those dropped in *dropped (a JSON
@@ -135,6 +149,9 @@ int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, cons
                          const char *path, int keep, json_t **dropped, struct fj_err *err);
 int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
                           json_t **list, bool *has_more, struct fj_err *err);
+int store_checkpoint_list_raw(struct store *s, const char *job_id,
+                              const struct store_page *page, struct store_raw_list *out,
+                              struct fj_err *err);
 
 /* ---- models --------------------------------------------------------------------------- */
 

@@ -11,11 +11,30 @@
 #define STORE_PATH_MAX 4096
 #define STORE_DIR_MAX 3840 /* leaves room in a path for what goes under the folder */
 
+/* A thread's own read-only connection, with the statements it has prepared. */
+#define STORE_READER_STMTS 32
+struct store_reader {
+    struct store *owner;
+    sqlite3 *db;
+    struct {
+        const char *sql; /* the caller's static text: compared by address */
+        sqlite3_stmt *st;
+    } stmts[STORE_READER_STMTS];
+    struct store_reader *next;
+};
+
 struct store {
     char dir[STORE_DIR_MAX];
-    sqlite3 *db;
-    pthread_mutex_t lock; /* held for every statement: one connection, many threads */
+    char db_path[STORE_PATH_MAX];
+    sqlite3 *db;          /* the writer */
+    pthread_mutex_t lock; /* held for every statement on the writer */
     int version;
+    /* Readers: one connection per thread that reads (WAL lets them run beside the writer
+     * and each other), made on first use and closed when the thread ends or the store
+     * closes. */
+    pthread_key_t reader_key;
+    pthread_mutex_t readers_lock;
+    struct store_reader *readers;
 };
 
 void store_lock(struct store *s);
@@ -30,10 +49,20 @@ int store_step_done(struct store *s, sqlite3_stmt *st, struct fj_err *err);
 void store_bind_text(sqlite3_stmt *st, int i, const char *v);       /* NULL binds NULL */
 int store_bind_json(sqlite3_stmt *st, int i, const json_t *v);      /* compact text */
 json_t *store_column_json(sqlite3_stmt *st, int col);               /* new reference */
-/* Steps st (finalizing it), collecting column col of up to limit rows as JSON; has_more
- * tells whether a row beyond limit exists (queries ask for limit + 1). */
-int store_collect_docs(struct store *s, sqlite3_stmt *st, int col, int limit, json_t **list,
-                       bool *has_more, struct fj_err *err);
+/* A read statement on this thread's reader, prepared on first use and kept: sql must be a
+ * string that lives as long as the program (a literal). Give it back with store_read_done. */
+int store_read(struct store *s, const char *sql, sqlite3_stmt **st, struct fj_err *err);
+void store_read_done(sqlite3_stmt *st);
+/* sqlite's message for a failed read statement. */
+int store_read_error(sqlite3_stmt *st, struct fj_err *err);
+/* Steps a read statement (then store_read_done), collecting column col of up to limit rows
+ * as JSON; has_more tells whether a row beyond limit exists (queries ask for limit + 1). */
+int store_collect_docs(sqlite3_stmt *st, int col, int limit, json_t **list, bool *has_more,
+                       struct fj_err *err);
+/* The same as text: a JSON array of the rows' documents (stored JSON, not re-encoded) in
+ * out, and the first and last rows' ids (column id_col). */
+int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit,
+                      struct store_raw_list *out, struct fj_err *err);
 
 void store_random(void *out, size_t n);
 void store_random_chars(char *out, size_t n); /* n of [A-Za-z0-9], then a NUL */

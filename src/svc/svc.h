@@ -28,6 +28,7 @@ struct svc_config {
     int max_jobs;           /* training jobs at once (>= 1) */
     int threads;            /* compute threads per worker (0: all cores) */
     int keep_checkpoints;   /* checkpoints kept per job (>= 1) */
+    int worker_nice;        /* workers' niceness: training yields the CPU to requests */
     void (*log)(void *ctx, const char *line); /* the service's own messages (may be NULL) */
     void *log_ctx;
 };

@@ -4,11 +4,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,6 +182,13 @@ int worker_spawn(struct svc *s, enum worker_kind kind, const struct store_job_ro
         if (getppid() != parent)
             _exit(127);
         setpgid(0, 0);
+        /* Training yields to the API: requests stay fast while a job uses every core. */
+        if (s->cfg.worker_nice > 0) {
+            /* SCHED_BATCH: a CPU-bound task that never preempts a waking request thread. */
+            struct sched_param none_param = {0};
+            sched_setscheduler(0, SCHED_BATCH, &none_param);
+            setpriority(PRIO_PROCESS, 0, s->cfg.worker_nice);
+        }
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL); /* the server blocks SIGTERM in its threads */
