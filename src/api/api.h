@@ -30,14 +30,14 @@
 #include "svc/svc.h"
 
 struct api_config {
-    const char *host;          /* address to listen on (default 127.0.0.1) */
-    int port;                  /* 0: any free port (see api_port) */
-    int threads;               /* request threads (default 4) */
-    uint64_t max_upload_bytes; /* a larger upload is refused with 413 */
-    uint64_t max_body_bytes;   /* a larger JSON body is refused with 413 */
-    int timeout_s;             /* an idle connection is closed after this */
-    const char *org;           /* the organization in fine-tuned model names */
-    json_t *aliases;           /* {"gpt-4o": "forja-base", ...}; borrowed */
+    const char *host;                         /* address to listen on (default 127.0.0.1) */
+    int port;                                 /* 0: any free port (see api_port) */
+    int threads;                              /* request threads (default 4) */
+    uint64_t max_upload_bytes;                /* a larger upload is refused with 413 */
+    uint64_t max_body_bytes;                  /* a larger JSON body is refused with 413 */
+    int timeout_s;                            /* an idle connection is closed after this */
+    const char *org;                          /* the organization in fine-tuned model names */
+    json_t *aliases;                          /* {"gpt-4o": "forja-base", ...}; borrowed */
     void (*log)(void *ctx, const char *line); /* one line per request (may be NULL) */
     void *log_ctx;
 };

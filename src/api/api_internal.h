@@ -80,14 +80,14 @@ struct api_req {
 };
 
 /* reply.c */
-void api_reply_json(struct api_req *r, int status, json_t *body); /* takes body */
+void api_reply_json(struct api_req *r, int status, json_t *body);              /* takes body */
 void api_reply_created(struct api_req *r, json_t *body, const char *location); /* 200 or 201 */
 void api_reply_text(struct api_req *r, int status, const char *type, char *text, size_t len);
 void api_reply_fd(struct api_req *r, int fd, uint64_t size, const char *type);
 /* An error in the envelope of r's family: type is OpenAI's ("invalid_request_error", ...),
  * code may be NULL (then the type stands in on Azure), param may be NULL. */
-void api_error(struct api_req *r, int status, const char *type, const char *code,
-               const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void api_error(struct api_req *r, int status, const char *type, const char *code, const char *param,
+               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* The error for a store or service failure: NOT_FOUND -> 404, BUSY/STATE -> 409, ... */
 void api_error_from(struct api_req *r, int code, const char *msg, const char *param);
 /* Remembers an error to send when the body has been read. */
@@ -142,7 +142,7 @@ void api_h_model_delete(struct api_req *r);
 /* What a model name means for training: the --model value for the trainer (a base name or
  * a folder), the base it descends from and whether it is an alias. FJ_ERR_NOT_FOUND if the
  * name is unknown, FJ_ERR_INVALID if it cannot be trained from. */
-int api_model_resolve(struct api_server *srv, const char *name, char *model, size_t cap,
-                      char *base, size_t base_cap, bool *alias, struct fj_err *err);
+int api_model_resolve(struct api_server *srv, const char *name, char *model, size_t cap, char *base,
+                      size_t base_cap, bool *alias, struct fj_err *err);
 
 #endif

@@ -3,17 +3,17 @@
  * contents and deletion. The upload check here is quick (the first line is a JSON object);
  * the full validation of a fine-tuning file is the job's. */
 #include <fcntl.h>
-#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/api_internal.h"
 
-static const char *const purposes[] = {"fine-tune", "assistants", "batch", "vision",
-                                       "user_data", "evals"};
+static const char *const purposes[] = {"fine-tune", "assistants", "batch",
+                                       "vision",    "user_data",  "evals"};
 
 static enum MHD_Result on_field(void *cls, enum MHD_ValueKind kind, const char *key,
                                 const char *filename, const char *content_type,
@@ -111,8 +111,10 @@ static const char *quick_check(const struct api_req *r, char *why, size_t cap)
     json_decref(o);
     if (ok)
         return NULL;
-    snprintf(why, cap, "Line 1 is not a JSON object: %s. A fine-tuning file has one JSON object "
-             "per line", o ? "not an object" : je.text);
+    snprintf(why, cap,
+             "Line 1 is not a JSON object: %s. A fine-tuning file has one JSON object "
+             "per line",
+             o ? "not an object" : je.text);
     return why;
 }
 
@@ -148,15 +150,14 @@ void api_h_file_upload(struct api_req *r)
         return;
     }
     char why[512];
-    const char *problem = strcmp(r->purpose, "fine-tune") == 0 ? quick_check(r, why, sizeof why)
-                                                               : NULL;
+    const char *problem =
+        strcmp(r->purpose, "fine-tune") == 0 ? quick_check(r, why, sizeof why) : NULL;
     json_t *file = NULL;
     struct fj_err err = {0};
     struct store_upload *up = r->up;
     r->up = NULL;
     if (store_upload_commit(r->srv->st, up, r->filename, r->purpose, problem, &file, &err) != 0) {
-        api_error_from(r, err.code == FJ_ERR_INVALID ? FJ_ERR_INVALID : FJ_ERR_IO, err.msg,
-                       "file");
+        api_error_from(r, err.code == FJ_ERR_INVALID ? FJ_ERR_INVALID : FJ_ERR_IO, err.msg, "file");
         return;
     }
     char loc[128];
@@ -208,9 +209,9 @@ void api_h_file_delete(struct api_req *r)
     if (store_file_delete(r->srv->st, r->params[0], &err) != 0)
         api_error_from(r, err.code, err.msg, "id");
     else
-        api_reply_json(r, 200,
-                       json_pack("{s:s, s:s, s:b}", "id", r->params[0], "object", "file",
-                                 "deleted", 1));
+        api_reply_json(
+            r, 200,
+            json_pack("{s:s, s:s, s:b}", "id", r->params[0], "object", "file", "deleted", 1));
 }
 
 void api_h_file_content(struct api_req *r)

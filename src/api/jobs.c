@@ -40,8 +40,8 @@ static bool check_hparams(struct api_req *r, const json_t *hp, const char *where
     if (!hp || json_is_null(hp))
         return true;
     if (!json_is_object(hp)) {
-        api_error(r, 400, "invalid_request_error", "invalid_type", where,
-                  "%s must be an object", where);
+        api_error(r, 400, "invalid_request_error", "invalid_type", where, "%s must be an object",
+                  where);
         return false;
     }
     const char *key;
@@ -86,8 +86,7 @@ static bool check_hparams(struct api_req *r, const json_t *hp, const char *where
                           "%s must be \"auto\", \"full\" or \"lora\"", param);
             else if (d->kind == HP_TEXT)
                 api_error(r, 400, "invalid_request_error", "invalid_value", param,
-                          "%s must be \"auto\" or a comma-separated list of module names",
-                          param);
+                          "%s must be \"auto\" or a comma-separated list of module names", param);
             else
                 api_error(r, 400, "invalid_request_error", "invalid_value", param,
                           "%s must be \"auto\" or %s from %g to %g", param,
@@ -113,8 +112,8 @@ static json_t *echo_hparams(const json_t *hp)
 /* ---- the request -------------------------------------------------------------------------- */
 
 static const char *const create_fields[] = {
-    "model",    "training_file", "validation_file", "seed",         "suffix",
-    "metadata", "hyperparameters", "method",        "integrations", NULL};
+    "model",    "training_file",   "validation_file", "seed",         "suffix",
+    "metadata", "hyperparameters", "method",          "integrations", NULL};
 
 static bool known_field(const char *k)
 {
@@ -209,8 +208,7 @@ static bool check_seed(struct api_req *r, const json_t *v, json_int_t *seed)
         *seed = (json_int_t)(x & 0x7fffffff);
         return true;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        json_integer_value(v) > 2147483647) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 2147483647) {
         api_error(r, 400, "invalid_request_error", "invalid_value", "seed",
                   "seed must be an integer from 0 to 2147483647");
         return false;
@@ -304,9 +302,10 @@ static bool build_job(struct api_req *r, struct create *c)
     json_int_t seed;
     c->args = json_array();
     if (!check_method(r, b, &hp) ||
-        !check_hparams(r, hp, hp == json_object_get(b, "hyperparameters")
-                                  ? "hyperparameters"
-                                  : "method.supervised.hyperparameters",
+        !check_hparams(r, hp,
+                       hp == json_object_get(b, "hyperparameters")
+                           ? "hyperparameters"
+                           : "method.supervised.hyperparameters",
                        c->args) ||
         !check_metadata(r, md) || !check_suffix(r, suffix) ||
         !check_seed(r, json_object_get(b, "seed"), &seed))
@@ -322,8 +321,7 @@ static bool build_job(struct api_req *r, struct create *c)
     struct fj_err err = {0};
     if (api_model_resolve(r->srv, model, trainer_model, sizeof trainer_model, base, sizeof base,
                           &alias, &err) != 0) {
-        api_error(r, 400, "invalid_request_error", "model_not_available", "model", "%s",
-                  err.msg);
+        api_error(r, 400, "invalid_request_error", "model_not_available", "model", "%s", err.msg);
         return false;
     }
     if (!(c->train = job_file(r, train_id, "training_file")))
@@ -340,21 +338,18 @@ static bool build_job(struct api_req *r, struct create *c)
     c->doc = json_pack(
         "{s:s, s:s, s:I, s:n, s:n, s:n, s:n, s:O, s:s, s:s, s:[], s:I, s:s, s:n, s:s, s:s?, "
         "s:[], s:O, s:{s:s, s:{s:O}}, s:s?, s:s?}",
-        "id", id, "object", "fine_tuning.job", "created_at", (json_int_t)store_now(),
-        "finished_at", "error", "fine_tuned_model", "estimated_finish", "hyperparameters", echo,
-        "model", model, "organization_id", org_id, "result_files", "seed", seed, "status",
-        "validating_files", "trained_tokens", "training_file", train_id, "validation_file",
-        valid_id, "integrations", "metadata", md ? md : json_null(), "method", "type",
-        "supervised", "supervised", "hyperparameters", echo, "suffix", suffix,
-        "user_provided_suffix", suffix);
+        "id", id, "object", "fine_tuning.job", "created_at", (json_int_t)store_now(), "finished_at",
+        "error", "fine_tuned_model", "estimated_finish", "hyperparameters", echo, "model", model,
+        "organization_id", org_id, "result_files", "seed", seed, "status", "validating_files",
+        "trained_tokens", "training_file", train_id, "validation_file", valid_id, "integrations",
+        "metadata", md ? md : json_null(), "method", "type", "supervised", "supervised",
+        "hyperparameters", echo, "suffix", suffix, "user_provided_suffix", suffix);
     json_decref(echo);
-    c->spec = json_pack("{s:s, s:s, s:b, s:s, s:s, s:s?, s:O, s:O?, s:I, s:O}", "model",
-                        trainer_model, "base", base, "alias", alias, "fine_tuned_model", ft,
-                        "training_file", train_id, "validation_file", valid_id,
-                        "training_filename", json_object_get(c->train, "filename"),
-                        "validation_filename",
-                        c->valid ? json_object_get(c->valid, "filename") : NULL, "seed", seed,
-                        "args", c->args);
+    c->spec = json_pack(
+        "{s:s, s:s, s:b, s:s, s:s, s:s?, s:O, s:O?, s:I, s:O}", "model", trainer_model, "base",
+        base, "alias", alias, "fine_tuned_model", ft, "training_file", train_id, "validation_file",
+        valid_id, "training_filename", json_object_get(c->train, "filename"), "validation_filename",
+        c->valid ? json_object_get(c->valid, "filename") : NULL, "seed", seed, "args", c->args);
     if (!c->doc || !c->spec) {
         api_error(r, 400, "invalid_request_error", NULL, NULL,
                   "The request holds text that is not valid UTF-8");
@@ -409,7 +404,8 @@ void api_h_job_create(struct api_req *r)
         svc_wake(r->srv->svc);
     }
     char loc[128];
-    snprintf(loc, sizeof loc, "/fine_tuning/jobs/%s", json_string_value(json_object_get(doc, "id")));
+    snprintf(loc, sizeof loc, "/fine_tuning/jobs/%s",
+             json_string_value(json_object_get(doc, "id")));
     api_reply_created(r, doc, loc);
     create_free(&c);
 }
@@ -485,9 +481,18 @@ static void control(struct api_req *r, job_control fn)
         api_reply_json(r, 200, doc);
 }
 
-void api_h_job_cancel(struct api_req *r) { control(r, svc_cancel); }
-void api_h_job_pause(struct api_req *r) { control(r, svc_pause); }
-void api_h_job_resume(struct api_req *r) { control(r, svc_resume); }
+void api_h_job_cancel(struct api_req *r)
+{
+    control(r, svc_cancel);
+}
+void api_h_job_pause(struct api_req *r)
+{
+    control(r, svc_pause);
+}
+void api_h_job_resume(struct api_req *r)
+{
+    control(r, svc_resume);
+}
 
 void api_h_job_delete(struct api_req *r)
 {
@@ -530,5 +535,11 @@ static void list_of_job(struct api_req *r, job_list_fn fn)
     api_reply_raw_list(r, &list);
 }
 
-void api_h_job_events(struct api_req *r) { list_of_job(r, store_event_list_raw); }
-void api_h_job_checkpoints(struct api_req *r) { list_of_job(r, store_checkpoint_list_raw); }
+void api_h_job_events(struct api_req *r)
+{
+    list_of_job(r, store_event_list_raw);
+}
+void api_h_job_checkpoints(struct api_req *r)
+{
+    list_of_job(r, store_checkpoint_list_raw);
+}

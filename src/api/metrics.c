@@ -39,11 +39,12 @@ void api_h_metrics(struct api_req *r)
                       (unsigned long long)srv->counters[i].n);
     uint64_t up = srv->upload_bytes;
     pthread_mutex_unlock(&srv->metrics_lock);
-    fj_buf_printf(&b, "# HELP forja_upload_bytes_total Bytes of uploaded files received.\n"
-                      "# TYPE forja_upload_bytes_total counter\nforja_upload_bytes_total %llu\n",
+    fj_buf_printf(&b,
+                  "# HELP forja_upload_bytes_total Bytes of uploaded files received.\n"
+                  "# TYPE forja_upload_bytes_total counter\nforja_upload_bytes_total %llu\n",
                   (unsigned long long)up);
-    static const char *const statuses[] = {"validating_files", "queued",    "running", "paused",
-                                           "succeeded",        "failed",    "cancelled"};
+    static const char *const statuses[] = {"validating_files", "queued", "running",  "paused",
+                                           "succeeded",        "failed", "cancelled"};
     json_t *counts = NULL;
     store_job_counts(srv->st, &counts, NULL);
     fj_buf_printf(&b, "# HELP forja_jobs Fine-tuning jobs by status.\n# TYPE forja_jobs gauge\n");

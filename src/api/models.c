@@ -26,8 +26,8 @@ static bool base_exists(struct api_server *srv, const char *name, char *path, si
     return fj_file_exists(cfg);
 }
 
-int api_model_resolve(struct api_server *srv, const char *name, char *model, size_t cap,
-                      char *base, size_t base_cap, bool *alias, struct fj_err *err)
+int api_model_resolve(struct api_server *srv, const char *name, char *model, size_t cap, char *base,
+                      size_t base_cap, bool *alias, struct fj_err *err)
 {
     *alias = false;
     const char *target = json_string_value(json_object_get(srv->aliases, name));
@@ -76,10 +76,9 @@ static json_t *all_models(struct api_server *srv)
         struct stat st;
         if (!base_exists(srv, e->d_name, path, sizeof path) || stat(path, &st) != 0)
             continue;
-        json_array_append_new(list, model_obj(e->d_name, (int64_t)st.st_mtime,
-                                              strcmp(e->d_name, MODEL_BUILTIN_NAME) == 0
-                                                  ? "forja"
-                                                  : "system"));
+        json_array_append_new(
+            list, model_obj(e->d_name, (int64_t)st.st_mtime,
+                            strcmp(e->d_name, MODEL_BUILTIN_NAME) == 0 ? "forja" : "system"));
     }
     if (d)
         closedir(d);

@@ -29,8 +29,7 @@ static void queue(struct api_req *r, int status, struct MHD_Response *resp, cons
 
 void api_reply_text(struct api_req *r, int status, const char *type, char *text, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp)
         free(text);
     queue(r, status, resp, type, NULL);
@@ -45,8 +44,7 @@ static void reply_json_at(struct api_req *r, int status, json_t *body, const cha
         status = 500;
     }
     size_t len = text ? strlen(text) : 0;
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp)
         free(text);
     queue(r, status, resp, "application/json", location);
@@ -87,8 +85,8 @@ static json_t *envelope(const struct api_req *r, const char *type, const char *c
                      param, "code", code);
 }
 
-void api_error(struct api_req *r, int status, const char *type, const char *code,
-               const char *param, const char *fmt, ...)
+void api_error(struct api_req *r, int status, const char *type, const char *code, const char *param,
+               const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -104,14 +102,14 @@ void api_error(struct api_req *r, int status, const char *type, const char *code
 void api_error_from(struct api_req *r, int code, const char *msg, const char *param)
 {
     switch (code) {
-    case FJ_ERR_NOT_FOUND: api_error(r, 404, "invalid_request_error", NULL, param, "%s", msg); break;
+    case FJ_ERR_NOT_FOUND:
+        api_error(r, 404, "invalid_request_error", NULL, param, "%s", msg);
+        break;
     case FJ_ERR_BUSY:
     case FJ_ERR_STATE: api_error(r, 409, "invalid_request_error", NULL, param, "%s", msg); break;
     case FJ_ERR_INVALID:
     case FJ_ERR_UTF8:
-    case FJ_ERR_RANGE:
-        api_error(r, 400, "invalid_request_error", NULL, param, "%s", msg);
-        break;
+    case FJ_ERR_RANGE: api_error(r, 400, "invalid_request_error", NULL, param, "%s", msg); break;
     default: api_error(r, 500, "server_error", NULL, NULL, "%s", msg); break;
     }
 }
@@ -187,8 +185,7 @@ json_t *api_body_object(struct api_req *r)
     json_error_t je;
     json_t *o = r->body.len ? json_loadb((const char *)r->body.data, r->body.len, 0, &je) : NULL;
     if (!r->body.len) {
-        api_error(r, 400, "invalid_request_error", NULL, NULL,
-                  "The request needs a JSON body");
+        api_error(r, 400, "invalid_request_error", NULL, NULL, "The request needs a JSON body");
         return NULL;
     }
     if (!o) {

@@ -35,10 +35,10 @@ struct api_config api_config_default(void)
 json_t *api_default_aliases(const char *target)
 {
     static const char *const names[] = {
-        "gpt-4o",        "gpt-4o-2024-08-06", "gpt-4o-mini",   "gpt-4o-mini-2024-07-18",
-        "gpt-35-turbo",  "gpt-35-turbo-0125", "gpt-3.5-turbo", "gpt-3.5-turbo-0125",
-        "gpt-4.1",       "gpt-4.1-2025-04-14", "gpt-4.1-mini", "gpt-4.1-mini-2025-04-14",
-        "gpt-4.1-nano",  "gpt-4.1-nano-2025-04-14"};
+        "gpt-4o",       "gpt-4o-2024-08-06",      "gpt-4o-mini",   "gpt-4o-mini-2024-07-18",
+        "gpt-35-turbo", "gpt-35-turbo-0125",      "gpt-3.5-turbo", "gpt-3.5-turbo-0125",
+        "gpt-4.1",      "gpt-4.1-2025-04-14",     "gpt-4.1-mini",  "gpt-4.1-mini-2025-04-14",
+        "gpt-4.1-nano", "gpt-4.1-nano-2025-04-14"};
     json_t *o = json_object();
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         json_object_set_new(o, names[i], json_string(target));
@@ -92,14 +92,14 @@ static void classify(struct api_req *r, const char *url)
     }
     if (r->family == API_BARE) {
         if (strcmp(r->path, "/healthz") == 0 && strcmp(r->method, "GET") == 0) {
-            static const struct api_route healthz = {"GET", "/healthz", BODY_NONE, false,
-                                                     api_h_healthz, "healthz"};
+            static const struct api_route healthz = {"GET", "/healthz",    BODY_NONE,
+                                                     false, api_h_healthz, "healthz"};
             r->route = &healthz;
             return;
         }
         if (strcmp(r->path, "/metrics") == 0 && strcmp(r->method, "GET") == 0) {
-            static const struct api_route metrics = {"GET", "/metrics", BODY_NONE, false,
-                                                     api_h_metrics, "metrics"};
+            static const struct api_route metrics = {"GET", "/metrics",    BODY_NONE,
+                                                     false, api_h_metrics, "metrics"};
             r->route = &metrics;
         }
         if (!presented_key(r) || !store_key_check(r->srv->st, presented_key(r)))
@@ -202,9 +202,8 @@ static void dispatch(struct api_req *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     struct api_server *srv = cls;
@@ -274,8 +273,8 @@ int api_start(struct api_server **out, struct store *st, struct svc *svc,
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads > 0 ? cfg->threads : 4),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->timeout_s > 0 ? cfg->timeout_s : 60),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         json_decref(srv->aliases);
         free(srv);
@@ -288,7 +287,10 @@ int api_start(struct api_server **out, struct store *st, struct svc *svc,
     return 0;
 }
 
-int api_port(const struct api_server *srv) { return srv->port; }
+int api_port(const struct api_server *srv)
+{
+    return srv->port;
+}
 
 void api_stop(struct api_server *srv)
 {

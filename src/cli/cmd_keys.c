@@ -59,8 +59,7 @@ static int keys_list(struct store *st)
         }
         const char *name = json_string_value(json_object_get(k, "name"));
         printf("%-32s %-12s %-20s %-20s %s\n", json_string_value(json_object_get(k, "id")),
-               json_string_value(json_object_get(k, "prefix")), created, revoked,
-               name ? name : "");
+               json_string_value(json_object_get(k, "prefix")), created, revoked, name ? name : "");
     }
     json_decref(list);
     return CLI_OK;

@@ -76,8 +76,8 @@ static int parse_opts(const struct cli_cmd *cmd, const struct cli_args *a, struc
     o->host = text(cmd, a, "host", "FORJA_HOST", "127.0.0.1");
     o->org = text(cmd, a, "org", "FORJA_ORG", "forja");
     o->quiet = cli_has(cmd, a, "quiet");
-#define NUM(field, name, env, def, min, max)                                                      \
-    if ((v = number(cmd, a, name, env, def, min, max)) < 0)                                       \
+#define NUM(field, name, env, def, min, max)                                                       \
+    if ((v = number(cmd, a, name, env, def, min, max)) < 0)                                        \
         return CLI_USAGE;                                                                          \
     o->field = (int)v;
     NUM(port, "port", "FORJA_PORT", 8080, 0, 65535)
@@ -88,8 +88,8 @@ static int parse_opts(const struct cli_cmd *cmd, const struct cli_args *a, struc
     NUM(timeout, "timeout", "FORJA_TIMEOUT", 60, 1, 86400)
     NUM(nice, "worker-nice", "FORJA_WORKER_NICE", 10, 0, 19)
 #undef NUM
-    if ((o->max_upload_mb = number(cmd, a, "max-upload-mb", "FORJA_MAX_UPLOAD_MB", 1024, 1,
-                                   1 << 24)) < 0)
+    if ((o->max_upload_mb =
+             number(cmd, a, "max-upload-mb", "FORJA_MAX_UPLOAD_MB", 1024, 1, 1 << 24)) < 0)
         return CLI_USAGE;
     for (const char *p = o->org; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
@@ -253,12 +253,13 @@ static int serve(const struct serve_opts *o, const char *dir, json_t *al)
         store_close(st);
         return CLI_FAILURE;
     }
-    printf("forja serve: listening on http://%s:%d (OpenAI: /v1, Azure OpenAI: /openai)\n",
-           o->host, api_port(srv));
+    printf("forja serve: listening on http://%s:%d (OpenAI: /v1, Azure OpenAI: /openai)\n", o->host,
+           api_port(srv));
     fflush(stdout);
     int sig = 0;
     sigwait(&sigs, &sig);
-    fprintf(stderr, "forja serve: %s received, stopping (running jobs continue at the next "
+    fprintf(stderr,
+            "forja serve: %s received, stopping (running jobs continue at the next "
             "start)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     api_stop(srv);

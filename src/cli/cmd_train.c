@@ -94,12 +94,11 @@ static void print_json_line(json_t *o)
 static void print_json_end(int trc, const struct fj_err *err, const struct train_result *res)
 {
     if (trc == 0) {
-        print_json_line(json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "type", "end", "steps",
-                                  (json_int_t)res->steps_done, "trained_tokens",
-                                  (json_int_t)res->trained_tokens, "train_examples",
-                                  (json_int_t)res->train_examples, "valid_examples",
-                                  (json_int_t)res->valid_examples, "plan",
-                                  train_plan_json(&res->plan)));
+        print_json_line(json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:o}", "type", "end", "steps", (json_int_t)res->steps_done,
+            "trained_tokens", (json_int_t)res->trained_tokens, "train_examples",
+            (json_int_t)res->train_examples, "valid_examples", (json_int_t)res->valid_examples,
+            "plan", train_plan_json(&res->plan)));
         return;
     }
     print_json_line(json_pack("{s:s, s:s, s:s}", "type",

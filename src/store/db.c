@@ -14,7 +14,8 @@
  * append a new one. PRAGMA user_version records how many have run. */
 static const char *const migrations[] = {
     /* 1: files, jobs, events, checkpoints, models, keys */
-    "CREATE TABLE files(seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, purpose TEXT NOT NULL, sha256 TEXT,"
+    "CREATE TABLE files(seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, purpose TEXT NOT NULL, "
+    "sha256 TEXT,"
     "  created_at INTEGER NOT NULL, doc TEXT NOT NULL);"
     "CREATE INDEX files_purpose ON files(purpose, seq);"
     "CREATE TABLE jobs(seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, status TEXT NOT NULL,"
@@ -209,8 +210,8 @@ int store_collect_docs(sqlite3_stmt *st, int col, int limit, json_t **list, bool
     return 0;
 }
 
-int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit,
-                      struct store_raw_list *out, struct fj_err *err)
+int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit, struct store_raw_list *out,
+                      struct fj_err *err)
 {
     struct fj_buf b = {0};
     memset(out, 0, sizeof *out);
@@ -315,8 +316,7 @@ int store_open(struct store **out, const char *dir, struct fj_err *err)
     char *path = s->db_path;
     snprintf(s->db_path, sizeof s->db_path, "%s/forja.db", dir);
     if (rc == 0 && sqlite3_open_v2(s->db_path, &s->db,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                       SQLITE_OPEN_NOMUTEX,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                    NULL) != SQLITE_OK)
         rc = fj_err_set(err, FJ_ERR_IO, "%s: %s", path,
                         s->db ? sqlite3_errmsg(s->db) : "cannot open");
@@ -356,15 +356,30 @@ void store_close(struct store *s)
     free(s);
 }
 
-const char *store_dir(const struct store *s) { return s->dir; }
+const char *store_dir(const struct store *s)
+{
+    return s->dir;
+}
 
-int store_schema_version(struct store *s) { return s->version; }
+int store_schema_version(struct store *s)
+{
+    return s->version;
+}
 
-void store_lock(struct store *s) { pthread_mutex_lock(&s->lock); }
+void store_lock(struct store *s)
+{
+    pthread_mutex_lock(&s->lock);
+}
 
-void store_unlock(struct store *s) { pthread_mutex_unlock(&s->lock); }
+void store_unlock(struct store *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
 
-int64_t store_now(void) { return (int64_t)time(NULL); }
+int64_t store_now(void)
+{
+    return (int64_t)time(NULL);
+}
 
 void store_random(void *out, size_t n)
 {
@@ -383,8 +398,7 @@ void store_random(void *out, size_t n)
 
 void store_random_chars(char *out, size_t n)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     /* One getrandom for a whole id (it runs for every request id). Bytes from 248 up are
      * skipped (62 * 4 = 248) so every character is as likely; more are drawn if needed. */
     unsigned char r[128];

@@ -78,7 +78,10 @@ int store_upload_write(struct store_upload *up, const void *data, size_t n, stru
     return 0;
 }
 
-uint64_t store_upload_bytes(const struct store_upload *up) { return up->bytes; }
+uint64_t store_upload_bytes(const struct store_upload *up)
+{
+    return up->bytes;
+}
 
 void store_upload_abort(struct store_upload *up)
 {
@@ -91,16 +94,15 @@ void store_upload_abort(struct store_upload *up)
     free(up);
 }
 
-static int record_file(struct store *s, const char *id, const char *filename,
-                       const char *purpose, const char *problem, uint64_t bytes, const char *sha,
-                       json_t **file, struct fj_err *err)
+static int record_file(struct store *s, const char *id, const char *filename, const char *purpose,
+                       const char *problem, uint64_t bytes, const char *sha, json_t **file,
+                       struct fj_err *err)
 {
     int64_t now = store_now();
-    json_t *doc = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s?, s:n}", "id", id, "object",
-                            "file", "bytes", (json_int_t)bytes, "created_at", (json_int_t)now,
-                            "filename", filename, "purpose", purpose, "status",
-                            problem ? "error" : "processed", "status_details", problem,
-                            "expires_at");
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s?, s:n}", "id", id, "object", "file", "bytes",
+        (json_int_t)bytes, "created_at", (json_int_t)now, "filename", filename, "purpose", purpose,
+        "status", problem ? "error" : "processed", "status_details", problem, "expires_at");
     if (!doc)
         return fj_err_set(err, FJ_ERR_INVALID, "the filename or purpose is not valid UTF-8");
     store_lock(s);
@@ -126,8 +128,7 @@ static int record_file(struct store *s, const char *id, const char *filename,
 }
 
 int store_upload_commit(struct store *s, struct store_upload *up, const char *filename,
-                        const char *purpose, const char *problem, json_t **file,
-                        struct fj_err *err)
+                        const char *purpose, const char *problem, json_t **file, struct fj_err *err)
 {
     char id[STORE_ID_MAX], path[STORE_PATH_MAX], dir[STORE_PATH_MAX], hex[65];
     unsigned char digest[32];
@@ -154,8 +155,8 @@ int store_upload_commit(struct store *s, struct store_upload *up, const char *fi
     return rc;
 }
 
-int store_file_import(struct store *s, const char *path, const char *filename,
-                      const char *purpose, json_t **file, struct fj_err *err)
+int store_file_import(struct store *s, const char *path, const char *filename, const char *purpose,
+                      json_t **file, struct fj_err *err)
 {
     struct store_upload *up;
     int rc = store_upload_begin(s, 0, &up, err);
@@ -238,7 +239,8 @@ int store_file_delete(struct store *s, const char *id, struct fj_err *err)
     if (rc == 0) {
         store_bind_text(st, 1, id);
         if (sqlite3_step(st) == SQLITE_ROW)
-            rc = fj_err_set(err, FJ_ERR_BUSY, "File %s is used by fine-tuning job %s, which has "
+            rc = fj_err_set(err, FJ_ERR_BUSY,
+                            "File %s is used by fine-tuning job %s, which has "
                             "not ended; cancel the job or wait for it to end",
                             id, (const char *)sqlite3_column_text(st, 0));
         sqlite3_finalize(st);

@@ -83,7 +83,10 @@ static int get_one(struct store *s, const char *sql, const char *id,
     return rc;
 }
 
-static void fill_doc(sqlite3_stmt *st, void *ctx) { *(json_t **)ctx = store_column_json(st, 0); }
+static void fill_doc(sqlite3_stmt *st, void *ctx)
+{
+    *(json_t **)ctx = store_column_json(st, 0);
+}
 
 int store_job_get(struct store *s, const char *id, json_t **doc, struct fj_err *err)
 {
@@ -122,8 +125,7 @@ static void fill_row(sqlite3_stmt *st, void *ctx)
 
 #define ROW_COLS "id, status, resume, last_step, doc, spec"
 
-int store_job_row_get(struct store *s, const char *id, struct store_job_row *r,
-                      struct fj_err *err)
+int store_job_row_get(struct store *s, const char *id, struct store_job_row *r, struct fj_err *err)
 {
     memset(r, 0, sizeof *r);
     int rc = get_one(s, "SELECT " ROW_COLS " FROM jobs WHERE id = ?1", id, fill_row, r, err);
@@ -165,8 +167,8 @@ int store_job_next(struct store *s, const char *status, const char *skip_ids, bo
 int store_job_ids(struct store *s, const char *status, json_t **ids, struct fj_err *err)
 {
     sqlite3_stmt *st;
-    int rc = store_read(s, "SELECT json_quote(id) FROM jobs WHERE status = ?1 ORDER BY seq", &st,
-                        err);
+    int rc =
+        store_read(s, "SELECT json_quote(id) FROM jobs WHERE status = ?1 ORDER BY seq", &st, err);
     bool more;
     if (rc == 0) {
         store_bind_text(st, 1, status);
@@ -200,8 +202,8 @@ int store_job_list(struct store *s, const json_t *metadata, const struct store_p
     return rc;
 }
 
-static int update(struct store *s, const char *sql, const char *id, const json_t *doc,
-                  int64_t n, struct fj_err *err)
+static int update(struct store *s, const char *sql, const char *id, const json_t *doc, int64_t n,
+                  struct fj_err *err)
 {
     store_lock(s);
     sqlite3_stmt *st;
@@ -280,10 +282,10 @@ int store_event_add(struct store *s, const char *job_id, const char *level, cons
 {
     char id[STORE_ID_MAX];
     store_new_id("ftevent-", id);
-    json_t *doc = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:O}", "id", id, "object",
-                            "fine_tuning.job.event", "created_at", (json_int_t)store_now(), "level",
-                            level, "message", message, "type", type, "data",
-                            data ? data : json_null());
+    json_t *doc =
+        json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:O}", "id", id, "object",
+                  "fine_tuning.job.event", "created_at", (json_int_t)store_now(), "level", level,
+                  "message", message, "type", type, "data", data ? data : json_null());
     if (!doc)
         return fj_err_set(err, FJ_ERR_INVALID, "event message is not valid UTF-8");
     store_lock(s);
@@ -318,10 +320,10 @@ static int list_of_job(struct store *s, const char *sql, const char *job_id,
 }
 
 #define EVENTS_SQL                                                                                 \
-    "SELECT doc, id FROM events WHERE job_id = ?1 AND (?2 IS NULL OR seq < "                      \
+    "SELECT doc, id FROM events WHERE job_id = ?1 AND (?2 IS NULL OR seq < "                       \
     "(SELECT seq FROM events WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
 #define CHECKPOINTS_SQL                                                                            \
-    "SELECT doc, id FROM checkpoints WHERE job_id = ?1 AND (?2 IS NULL OR seq < "                 \
+    "SELECT doc, id FROM checkpoints WHERE job_id = ?1 AND (?2 IS NULL OR seq < "                  \
     "(SELECT seq FROM checkpoints WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
 
 int store_event_list(struct store *s, const char *job_id, const struct store_page *page,
@@ -347,9 +349,8 @@ int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, cons
     sqlite3_stmt *st;
     int rc = store_exec(s, "BEGIN IMMEDIATE", err);
     /* A resumed run writes a checkpoint of a step again: the newer row replaces it. */
-    if (rc == 0 &&
-        (rc = store_prepare(s, "DELETE FROM checkpoints WHERE job_id = ?1 AND step = ?2", &st,
-                            err)) == 0) {
+    if (rc == 0 && (rc = store_prepare(s, "DELETE FROM checkpoints WHERE job_id = ?1 AND step = ?2",
+                                       &st, err)) == 0) {
         store_bind_text(st, 1, job_id);
         sqlite3_bind_int64(st, 2, step);
         rc = store_step_done(s, st, err);
@@ -407,9 +408,8 @@ int store_checkpoint_list(struct store *s, const char *job_id, const struct stor
     return list_of_job(s, CHECKPOINTS_SQL, job_id, page, list, has_more, NULL, err);
 }
 
-int store_checkpoint_list_raw(struct store *s, const char *job_id,
-                              const struct store_page *page, struct store_raw_list *out,
-                              struct fj_err *err)
+int store_checkpoint_list_raw(struct store *s, const char *job_id, const struct store_page *page,
+                              struct store_raw_list *out, struct fj_err *err)
 {
     return list_of_job(s, CHECKPOINTS_SQL, job_id, page, NULL, NULL, out, err);
 }

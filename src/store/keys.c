@@ -57,8 +57,8 @@ int store_key_create(struct store *s, const char *name, char **key, json_t **inf
 int store_key_list(struct store *s, json_t **list, struct fj_err *err)
 {
     sqlite3_stmt *st;
-    int rc = store_read(
-        s, "SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY seq", &st, err);
+    int rc = store_read(s, "SELECT id, name, prefix, created_at, revoked_at FROM keys ORDER BY seq",
+                        &st, err);
     if (rc != 0)
         return rc;
     json_t *arr = json_array();

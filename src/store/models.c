@@ -81,9 +81,7 @@ int store_model_delete(struct store *s, const char *name, struct fj_err *err)
     store_lock(s);
     sqlite3_stmt *st;
     /* A fine-tuned model goes with its checkpoints' names ("NAME:ckpt-step-N"). */
-    int rc = store_prepare(
-        s, "DELETE FROM models WHERE name = ?1 OR name LIKE ?2", &st,
-        err);
+    int rc = store_prepare(s, "DELETE FROM models WHERE name = ?1 OR name LIKE ?2", &st, err);
     if (rc == 0) {
         char like[1200];
         snprintf(like, sizeof like, "%s:ckpt-step-%%", name);

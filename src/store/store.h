@@ -82,8 +82,8 @@ int store_upload_commit(struct store *s, struct store_upload *up, const char *fi
 void store_upload_abort(struct store_upload *up);
 
 /* A copy of a file already on disk (a job's results.csv) recorded as a new file. */
-int store_file_import(struct store *s, const char *path, const char *filename,
-                      const char *purpose, json_t **file, struct fj_err *err);
+int store_file_import(struct store *s, const char *path, const char *filename, const char *purpose,
+                      json_t **file, struct fj_err *err);
 
 /* The file's API object (FJ_ERR_NOT_FOUND if none). Owned by the caller. */
 int store_file_get(struct store *s, const char *id, json_t **file, struct fj_err *err);
@@ -101,10 +101,10 @@ int store_file_path(const struct store *s, const char *id, char *out, size_t cap
 struct store_job_row {
     char id[STORE_ID_MAX];
     char status[24];
-    bool resume;        /* a worker ran before: continue from the newest checkpoint */
-    int64_t last_step;  /* the highest step whose metrics are recorded */
-    json_t *doc;        /* the API object; owned by the row */
-    json_t *spec;       /* what the worker needs (model path, files, options); owned */
+    bool resume;       /* a worker ran before: continue from the newest checkpoint */
+    int64_t last_step; /* the highest step whose metrics are recorded */
+    json_t *doc;       /* the API object; owned by the row */
+    json_t *spec;      /* what the worker needs (model path, files, options); owned */
 };
 void store_job_row_free(struct store_job_row *r);
 
@@ -116,8 +116,7 @@ int store_job_create(struct store *s, const json_t *doc, const json_t *spec, con
 int store_job_get(struct store *s, const char *id, json_t **doc, struct fj_err *err);
 /* The job's object as stored (JSON text, owned by the caller). */
 int store_job_get_text(struct store *s, const char *id, char **text, struct fj_err *err);
-int store_job_row_get(struct store *s, const char *id, struct store_job_row *r,
-                      struct fj_err *err);
+int store_job_row_get(struct store *s, const char *id, struct store_job_row *r, struct fj_err *err);
 /* Newest first, optionally only jobs whose metadata holds every pair of `metadata`. */
 int store_job_list(struct store *s, const json_t *metadata, const struct store_page *page,
                    json_t **list, bool *has_more, struct fj_err *err);
@@ -149,9 +148,8 @@ int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, cons
                          const char *path, int keep, json_t **dropped, struct fj_err *err);
 int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
                           json_t **list, bool *has_more, struct fj_err *err);
-int store_checkpoint_list_raw(struct store *s, const char *job_id,
-                              const struct store_page *page, struct store_raw_list *out,
-                              struct fj_err *err);
+int store_checkpoint_list_raw(struct store *s, const char *job_id, const struct store_page *page,
+                              struct store_raw_list *out, struct fj_err *err);
 
 /* ---- models --------------------------------------------------------------------------- */
 

@@ -9,7 +9,7 @@
 #include "store/store.h"
 
 #define STORE_PATH_MAX 4096
-#define STORE_DIR_MAX 3840 /* leaves room in a path for what goes under the folder */
+#define STORE_DIR_MAX  3840 /* leaves room in a path for what goes under the folder */
 
 /* A thread's own read-only connection, with the statements it has prepared. */
 #define STORE_READER_STMTS 32
@@ -46,9 +46,9 @@ int store_exec(struct store *s, const char *sql, struct fj_err *err);
 int store_prepare(struct store *s, const char *sql, sqlite3_stmt **st, struct fj_err *err);
 /* Steps a write statement once and finalizes it. */
 int store_step_done(struct store *s, sqlite3_stmt *st, struct fj_err *err);
-void store_bind_text(sqlite3_stmt *st, int i, const char *v);       /* NULL binds NULL */
-int store_bind_json(sqlite3_stmt *st, int i, const json_t *v);      /* compact text */
-json_t *store_column_json(sqlite3_stmt *st, int col);               /* new reference */
+void store_bind_text(sqlite3_stmt *st, int i, const char *v);  /* NULL binds NULL */
+int store_bind_json(sqlite3_stmt *st, int i, const json_t *v); /* compact text */
+json_t *store_column_json(sqlite3_stmt *st, int col);          /* new reference */
 /* A read statement on this thread's reader, prepared on first use and kept: sql must be a
  * string that lives as long as the program (a literal). Give it back with store_read_done. */
 int store_read(struct store *s, const char *sql, sqlite3_stmt **st, struct fj_err *err);
@@ -61,8 +61,8 @@ int store_collect_docs(sqlite3_stmt *st, int col, int limit, json_t **list, bool
                        struct fj_err *err);
 /* The same as text: a JSON array of the rows' documents (stored JSON, not re-encoded) in
  * out, and the first and last rows' ids (column id_col). */
-int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit,
-                      struct store_raw_list *out, struct fj_err *err);
+int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit, struct store_raw_list *out,
+                      struct fj_err *err);
 
 void store_random(void *out, size_t n);
 void store_random_chars(char *out, size_t n); /* n of [A-Za-z0-9], then a NUL */

@@ -122,9 +122,9 @@ static bool start_next(struct svc *s, const char *status, enum worker_kind kind)
         s->workers = w;
     } else {
         /* The worker could not even start: the job cannot run. */
-        json_object_set_new(row.doc, "error",
-                            json_pack("{s:s, s:s, s:n}", "code", "server_error", "message",
-                                      err.msg, "param"));
+        json_object_set_new(
+            row.doc, "error",
+            json_pack("{s:s, s:s, s:n}", "code", "server_error", "message", err.msg, "param"));
         svc_event(s, row.id, "error", "The job failed: %s", err.msg);
         svc_put_status(s, row.id, row.doc, "failed");
     }
@@ -153,9 +153,10 @@ static void enforce(struct svc *s)
         const char *status = "deleted";
         if (store_job_get(s->st, w->job_id, &doc, NULL) == 0)
             status = json_string_value(json_object_get(doc, "status"));
-        bool wanted = status && (strcmp(status, w->kind == WORKER_VALIDATE ? "validating_files"
-                                                                             : "running") == 0 ||
-                                 (w->kind == WORKER_TRAIN && strcmp(status, "queued") == 0));
+        bool wanted =
+            status &&
+            (strcmp(status, w->kind == WORKER_VALIDATE ? "validating_files" : "running") == 0 ||
+             (w->kind == WORKER_TRAIN && strcmp(status, "queued") == 0));
         if (!wanted) {
             /* Pausing lets the trainer finish its step; anything else ends it now. */
             kill(w->pid, status && strcmp(status, "paused") == 0 ? SIGTERM : SIGKILL);
@@ -241,8 +242,7 @@ static int recover(struct svc *s, struct fj_err *err)
     return 0;
 }
 
-int svc_start(struct svc **out, struct store *st, const struct svc_config *cfg,
-              struct fj_err *err)
+int svc_start(struct svc **out, struct store *st, const struct svc_config *cfg, struct fj_err *err)
 {
     struct svc *s = calloc(1, sizeof *s);
     if (!s)
@@ -303,8 +303,7 @@ void svc_stop(struct svc *s)
 typedef int (*control_fn)(struct svc *s, const char *id, json_t *doc, const char *status,
                           const struct store_job_row *row, struct fj_err *err);
 
-static int control(struct svc *s, const char *id, control_fn fn, json_t **out,
-                   struct fj_err *err)
+static int control(struct svc *s, const char *id, control_fn fn, json_t **out, struct fj_err *err)
 {
     pthread_mutex_lock(&s->lock);
     struct store_job_row row;
@@ -327,8 +326,8 @@ static int do_cancel(struct svc *s, const char *id, json_t *doc, const char *sta
 {
     (void)row;
     if (is_terminal(status))
-        return fj_err_set(err, FJ_ERR_STATE, "Job %s has already ended (%s); it cannot be cancelled",
-                          id, status);
+        return fj_err_set(err, FJ_ERR_STATE,
+                          "Job %s has already ended (%s); it cannot be cancelled", id, status);
     svc_event(s, id, "info", "Job cancelled");
     return svc_put_status(s, id, doc, "cancelled") ? fj_err_set(err, FJ_ERR_IO, "store") : 0;
 }

@@ -37,8 +37,7 @@ struct svc;
 
 /* Recovers jobs left running by an earlier server (they become queued, to resume) and
  * starts the scheduler. */
-int svc_start(struct svc **out, struct store *st, const struct svc_config *cfg,
-              struct fj_err *err);
+int svc_start(struct svc **out, struct store *st, const struct svc_config *cfg, struct fj_err *err);
 /* Stops the scheduler and the workers; jobs still running resume at the next start. */
 void svc_stop(struct svc *s);
 

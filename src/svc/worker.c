@@ -281,8 +281,8 @@ static char *user_text(struct svc *s, const json_t *spec, const char *msg)
 
 static json_t *metrics_data(const json_t *m, int64_t total_steps)
 {
-    static const char *const keys[] = {"train_loss",     "train_mean_token_accuracy",
-                                       "valid_loss",     "valid_mean_token_accuracy",
+    static const char *const keys[] = {"train_loss",      "train_mean_token_accuracy",
+                                       "valid_loss",      "valid_mean_token_accuracy",
                                        "full_valid_loss", "full_valid_mean_token_accuracy"};
     json_t *d = json_pack("{s:O}", "step", json_object_get(m, "step"));
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -322,11 +322,11 @@ static void on_plan(struct svc *s, struct worker *w, const json_t *ev)
         return;
     /* The resolved numbers replace "auto"; forja's own settings are echoed beside them. */
     const char *method = json_string_value(json_object_get(plan, "method"));
-    json_t *hp = json_pack("{s:O, s:O, s:O, s:s?, s:O}", "n_epochs",
-                           json_object_get(plan, "n_epochs"), "batch_size",
-                           json_object_get(plan, "batch_size"), "learning_rate_multiplier",
-                           json_object_get(plan, "learning_rate_multiplier"), "training_type",
-                           method, "learning_rate", json_object_get(plan, "learning_rate"));
+    json_t *hp =
+        json_pack("{s:O, s:O, s:O, s:s?, s:O}", "n_epochs", json_object_get(plan, "n_epochs"),
+                  "batch_size", json_object_get(plan, "batch_size"), "learning_rate_multiplier",
+                  json_object_get(plan, "learning_rate_multiplier"), "training_type", method,
+                  "learning_rate", json_object_get(plan, "learning_rate"));
     if (method && strcmp(method, "lora") == 0) {
         static const char *const lora[] = {"lora_rank", "lora_alpha", "lora_dropout",
                                            "lora_targets"};
@@ -363,8 +363,7 @@ static void on_step(struct svc *s, struct worker *w, const json_t *ev)
     if (running && step > row.last_step) {
         char msg[160];
         snprintf(msg, sizeof msg, "Step %lld/%lld: training loss=%.4f", (long long)step,
-                 (long long)w->total_steps,
-                 json_real_value(json_object_get(m, "train_loss")));
+                 (long long)w->total_steps, json_real_value(json_object_get(m, "train_loss")));
         store_event_add(s->st, w->job_id, "info", "metrics", msg, metrics_data(m, w->total_steps),
                         NULL);
         store_job_set_last_step(s->st, w->job_id, step, NULL);
@@ -473,9 +472,9 @@ bool worker_read(struct svc *s, struct worker *w)
 static void fail_job(struct svc *s, const char *id, json_t *doc, const char *code,
                      const char *message, const char *param)
 {
-    json_object_set_new(doc, "error",
-                        json_pack("{s:s, s:s, s:s?}", "code", code, "message", message, "param",
-                                  param));
+    json_object_set_new(
+        doc, "error",
+        json_pack("{s:s, s:s, s:s?}", "code", code, "message", message, "param", param));
     svc_event(s, id, "error", "%s", message);
     svc_event(s, id, "error", "Job failed");
     svc_put_status(s, id, doc, "failed");
@@ -486,7 +485,8 @@ static void validated(struct svc *s, struct worker *w, json_t *doc)
     const json_t *end = w->end;
     const char *type = end ? json_string_value(json_object_get(end, "type")) : NULL;
     if (type && strcmp(type, "end") == 0) {
-        svc_event(s, w->job_id, "info", "Files validated: %lld training and %lld validation "
+        svc_event(s, w->job_id, "info",
+                  "Files validated: %lld training and %lld validation "
                   "example(s)",
                   (long long)json_integer_value(json_object_get(end, "train_examples")),
                   (long long)json_integer_value(json_object_get(end, "valid_examples")));
@@ -496,8 +496,8 @@ static void validated(struct svc *s, struct worker *w, json_t *doc)
     }
     const char *msg = end ? json_string_value(json_object_get(end, "message")) : NULL;
     if (!msg) {
-        fail_job(s, w->job_id, doc, "server_error",
-                 "The validation worker ended without a result", NULL);
+        fail_job(s, w->job_id, doc, "server_error", "The validation worker ended without a result",
+                 NULL);
         return;
     }
     /* The trainer's message starts with the file it is about. */
@@ -527,8 +527,8 @@ static void succeeded(struct svc *s, struct worker *w, json_t *doc)
     if (!fj_file_exists(model_dir))
         snprintf(model_dir, sizeof model_dir, "%s/model", dir);
     struct fj_err err = {0};
-    if (store_model_add(s->st, ft, w->job_id, model_dir, spec_str(w->spec, "base"), false,
-                        &err) != 0) {
+    if (store_model_add(s->st, ft, w->job_id, model_dir, spec_str(w->spec, "base"), false, &err) !=
+        0) {
         fail_job(s, w->job_id, doc, "server_error", err.msg, NULL);
         return;
     }
@@ -536,8 +536,7 @@ static void succeeded(struct svc *s, struct worker *w, json_t *doc)
     snprintf(path, sizeof path, "%s/results.csv", dir);
     json_t *file = NULL;
     if (store_file_import(s->st, path, "results.csv", "fine-tune-results", &file, &err) == 0) {
-        json_object_set_new(doc, "result_files",
-                            json_pack("[O]", json_object_get(file, "id")));
+        json_object_set_new(doc, "result_files", json_pack("[O]", json_object_get(file, "id")));
         json_decref(file);
     } else {
         svc_event(s, w->job_id, "warn", "results.csv was not stored: %s", err.msg);

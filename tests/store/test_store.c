@@ -135,8 +135,8 @@ static void test_jobs_pages_and_filter(void)
                       ids[4 - seen]);
         if (json_array_size(list)) {
             snprintf(after, sizeof after, "%s",
-                     json_string_value(json_object_get(
-                         json_array_get(list, json_array_size(list) - 1), "id")));
+                     json_string_value(
+                         json_object_get(json_array_get(list, json_array_size(list) - 1), "id")));
             page.after = after;
         }
         json_decref(list);
