@@ -155,9 +155,24 @@ void api_h_model_delete(struct api_req *r)
         return;
     }
     struct fj_err err = {0};
-    if (store_model_delete(r->srv->st, id, &err) != 0)
+    char path[4400] = "";
+    json_t *obj = NULL;
+    store_model_get(r->srv->st, id, path, sizeof path, &obj, NULL);
+    if (store_model_delete(r->srv->st, id, &err) != 0) {
+        json_decref(obj);
         api_error_from(r, err.code, err.msg, "model");
-    else
-        api_reply_json(r, 200,
-                       json_pack("{s:s, s:s, s:b}", "id", id, "object", "model", "deleted", 1));
+        return;
+    }
+    /* The weights go with the name (the job that made them has ended), and so do its
+     * checkpoints, whose names were deleted with it. */
+    const char *job = json_string_value(json_object_get(obj, "job_id"));
+    char ckpts[4400];
+    if (path[0] && fj_remove_tree(path, &err) != 0 && r->srv->cfg.log)
+        r->srv->cfg.log(r->srv->cfg.log_ctx, err.msg);
+    if (job && svc_job_dir(r->srv->st, job, ckpts, sizeof ckpts - 16) == 0) {
+        strcat(ckpts, "/checkpoints");
+        fj_remove_tree(ckpts, NULL);
+    }
+    json_decref(obj);
+    api_reply_json(r, 200, json_pack("{s:s, s:s, s:b}", "id", id, "object", "model", "deleted", 1));
 }

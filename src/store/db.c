@@ -1,11 +1,13 @@
 /* db.c - the store's database: opening it in WAL mode, the versioned schema and its
  * migrations, the one lock, and the small query helpers the other store files share. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/file.h"
 #include "store/store_internal.h"
@@ -301,6 +303,34 @@ static int make_dirs(struct store *s, struct fj_err *err)
     return rc;
 }
 
+/* An upload is renamed into files/ before its row is committed: a crash between the two
+ * leaves bytes that nothing refers to and nobody was told about. They go at the next open. */
+static void remove_unrecorded_files(struct store *s)
+{
+    char path[STORE_PATH_MAX];
+    snprintf(path, sizeof path, "%s/files", s->dir);
+    DIR *d = opendir(path);
+    sqlite3_stmt *st;
+    if (!d || store_prepare(s, "SELECT 1 FROM files WHERE id = ?1", &st, NULL) != 0) {
+        if (d)
+            closedir(d);
+        return;
+    }
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!store_id_valid(e->d_name, "file-"))
+            continue;
+        sqlite3_reset(st);
+        store_bind_text(st, 1, e->d_name);
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            char file[STORE_PATH_MAX + 256];
+            snprintf(file, sizeof file, "%s/files/%s", s->dir, e->d_name);
+            unlink(file);
+        }
+    }
+    sqlite3_finalize(st);
+    closedir(d);
+}
+
 int store_open(struct store **out, const char *dir, struct fj_err *err)
 {
     if (strlen(dir) >= STORE_DIR_MAX)
@@ -331,6 +361,8 @@ int store_open(struct store **out, const char *dir, struct fj_err *err)
                         err);
     if (rc == 0)
         rc = migrate(s, err);
+    if (rc == 0)
+        remove_unrecorded_files(s);
     if (rc != 0) {
         store_close(s);
         return rc;

@@ -7,10 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { APIError, NotFoundError } from 'openai';
+import { APIError, NotFoundError, PermissionDeniedError } from 'openai';
 import {
   forjaTest, check, ok, TRAIN, VALID, JOB_KEYS, assertKeys, waitJob, waitFor, listAll, allEvents, contentBytes,
-  parseResults, assertSteps, sleep, TERMINAL,
+  parseResults, assertSteps, sleep, TERMINAL, expectError,
 } from './lib.mjs';
 
 /** The call fails with a 4xx other than 404 (the job exists; its state forbids it). */
@@ -193,6 +193,35 @@ forjaTest('jobs: list pagination, metadata filter, cancel, pause/resume', async 
     assert.deepEqual(all.map((j) => j.id), [D.id, ...newestFirst]);
     for (const j of all) assert.ok(TERMINAL.has(j.status), `${j.id} ${j.status}`);
   });
+  // --- deleting models -------------------------------------------------------------------------------
+  const aDone = await oa.fineTuning.jobs.retrieve(A.id);
+  const aModel = aDone.fine_tuned_model;
+  const aWeights = path.join(dir, 'jobs', A.id, 'model');
+  const aCkpts = (await oa.fineTuning.jobs.checkpoints.list(A.id)).data.map((c) => c.fine_tuned_model_checkpoint);
+  await check(`${aModel} and its checkpoints are listed, its weights on disk`, async () => {
+    const ids = (await listAll(oa.models.list())).map((m) => m.id);
+    assert.ok(ids.includes(aModel), `models: ${ids}`);
+    assert.ok(aCkpts.length > 0 && aCkpts.every((c) => ids.includes(c)), `checkpoints ${aCkpts}`);
+    assert.ok(fs.existsSync(path.join(aWeights, 'model.safetensors')));
+  });
+  await expectError(oa.models.delete('forja-base'), PermissionDeniedError, 403, 'deleting a base model: 403');
+  await expectError(oa.models.delete('gpt-4o'), PermissionDeniedError, 403, 'deleting an alias: 403');
+  const del = await oa.models.delete(aModel);
+  await check(`deleting ${aModel}: deleted, gone from the list with its checkpoints, weights removed`, async () => {
+    assert.deepEqual(del, { id: aModel, object: 'model', deleted: true });
+    const ids = (await listAll(oa.models.list())).map((m) => m.id);
+    assert.ok(!ids.includes(aModel) && !aCkpts.some((c) => ids.includes(c)), `models: ${ids}`);
+    assert.ok(!fs.existsSync(aWeights), `${aWeights} still there`);
+    assert.ok(!fs.existsSync(path.join(dir, 'jobs', A.id, 'checkpoints')));
+    assert.equal((await oa.fineTuning.jobs.retrieve(A.id)).status, 'succeeded');
+  });
+  await expectError(oa.models.retrieve(aModel), NotFoundError, 404, 'the deleted model: 404');
+  await expectError(oa.models.delete(aModel), NotFoundError, 404, 'deleting it again: 404');
+  const bModel = (await oa.fineTuning.jobs.retrieve(B.id)).fine_tuned_model;
+  await check(`${bModel} (another job's) is still there`, async () => {
+    assert.equal((await oa.models.retrieve(bModel)).id, bModel);
+  });
+
   try {
     await oa.fineTuning.jobs.cancel('ftjob-doesnotexist');
     assert.fail('cancel of an unknown job succeeded');

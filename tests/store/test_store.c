@@ -26,9 +26,14 @@ static struct store *open_fresh(void)
 
 static json_t *upload(struct store *s, const char *text, const char *name)
 {
-    struct store_upload *up;
+    struct store_upload *up = NULL;
     json_t *file = NULL;
-    CHECK(store_upload_begin(s, 0, &up, NULL) == 0);
+    struct fj_err err = {0};
+    CHECK(store_upload_begin(s, 0, &up, &err) == 0);
+    if (!up) {
+        fprintf(stderr, "upload: %s\n", err.msg);
+        return NULL;
+    }
     CHECK(store_upload_write(up, text, strlen(text), NULL) == 0);
     CHECK(store_upload_commit(s, up, name, "fine-tune", NULL, &file, NULL) == 0);
     return file;
@@ -81,9 +86,19 @@ static void test_upload_limit_and_abort(void)
     char left[600];
     snprintf(left, sizeof left, "%s/upload-crashed", tmp);
     CHECK(fj_file_write_atomic(left, "partial", 7, NULL) == 0);
+    /* Bytes renamed into files/ whose row was never committed go too; recorded ones stay. */
+    json_t *kept = upload(s, "{}\n", "kept.jsonl");
+    char orphan[600], kept_path[600];
+    snprintf(orphan, sizeof orphan, "%s/files/file-NeverRecorded0000000000", dir);
+    CHECK(fj_file_write_atomic(orphan, "x", 1, NULL) == 0);
+    CHECK(store_file_path(s, json_string_value(json_object_get(kept, "id")), kept_path,
+                          sizeof kept_path) == 0);
     store_close(s);
     s = open_fresh();
     CHECK(!fj_file_exists(left));
+    CHECK(!fj_file_exists(orphan));
+    CHECK(fj_file_exists(kept_path));
+    json_decref(kept);
     store_close(s);
 }
 
