@@ -94,14 +94,16 @@ void api_error_from(struct api_req *r, int code, const char *msg, const char *pa
 void api_error_later(struct api_req *r, int status, const char *type, const char *code,
                      const char *param, const char *msg);
 
+/* Whether path parameter 0 can be an id with this prefix; if not, 404 "what: ID" has been
+ * replied (param names the parameter in the error). */
+bool api_id_param(struct api_req *r, const char *prefix, const char *param, const char *what);
 /* Query helpers: NULL if absent. */
 const char *api_query(struct api_req *r, const char *key);
 /* ?after= and ?limit= (1..100, default 20); false after replying 400. */
 bool api_page(struct api_req *r, struct store_page *page);
-/* {object:"list", data, has_more, first_id, last_id}; takes data. */
-void api_reply_list(struct api_req *r, json_t *data, bool has_more);
-/* The same from stored text (store_raw_list); frees l's data. */
-void api_reply_raw_list(struct api_req *r, struct store_raw_list *l);
+/* {object:"list", data, has_more, first_id, last_id} from a page of the store; frees l's
+ * data. */
+void api_reply_list(struct api_req *r, struct store_list *l);
 /* The JSON body as an object (400 replied and NULL if it is not one). Owned by the caller. */
 json_t *api_body_object(struct api_req *r);
 

@@ -170,23 +170,18 @@ void api_h_file_list(struct api_req *r)
     struct store_page page;
     if (!api_page(r, &page))
         return;
-    json_t *list;
-    bool more;
+    struct store_list list;
     struct fj_err err = {0};
-    if (store_file_list(r->srv->st, api_query(r, "purpose"), &page, &list, &more, &err) != 0) {
+    if (store_file_list(r->srv->st, api_query(r, "purpose"), &page, &list, &err) != 0) {
         api_error_from(r, err.code, err.msg, NULL);
         return;
     }
-    api_reply_list(r, list, more);
+    api_reply_list(r, &list);
 }
 
 static bool known_id(struct api_req *r)
 {
-    if (store_id_valid(r->params[0], "file-"))
-        return true;
-    api_error(r, 404, "invalid_request_error", NULL, "id", "No such File object: %.100s",
-              r->params[0]);
-    return false;
+    return api_id_param(r, "file-", "id", "No such File object");
 }
 
 void api_h_file_get(struct api_req *r)

@@ -182,13 +182,7 @@ static bool check_suffix(struct api_req *r, const char *suffix)
 {
     if (!suffix)
         return true;
-    size_t n = strlen(suffix);
-    bool ok = n >= 1 && n <= 64;
-    for (size_t i = 0; ok && i < n; i++) {
-        char c = suffix[i];
-        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '-' || c == '_';
-    }
+    bool ok = store_name_valid(suffix, 1, 64);
     if (!ok)
         api_error(r, 400, "invalid_request_error", "invalid_value", "suffix",
                   "suffix is 1 to 64 characters of A-Z, a-z, 0-9, - and _");
@@ -200,11 +194,7 @@ static bool check_seed(struct api_req *r, const json_t *v, json_int_t *seed)
 {
     if (!v || json_is_null(v)) {
         uint32_t x;
-        char id[STORE_ID_MAX];
-        store_new_id("", id);
-        x = 2166136261u;
-        for (const char *p = id; *p; p++)
-            x = (x ^ (unsigned char)*p) * 16777619u;
+        store_random(&x, sizeof x);
         *seed = (json_int_t)(x & 0x7fffffff);
         return true;
     }
@@ -432,24 +422,19 @@ void api_h_job_list(struct api_req *r)
         return;
     json_t *md = json_object();
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_metadata, md);
-    json_t *list;
-    bool more;
+    struct store_list list;
     struct fj_err err = {0};
-    int rc = store_job_list(r->srv->st, md, &page, &list, &more, &err);
+    int rc = store_job_list(r->srv->st, md, &page, &list, &err);
     json_decref(md);
     if (rc != 0)
         api_error_from(r, err.code, err.msg, NULL);
     else
-        api_reply_list(r, list, more);
+        api_reply_list(r, &list);
 }
 
 static bool job_id_ok(struct api_req *r)
 {
-    if (store_id_valid(r->params[0], "ftjob-"))
-        return true;
-    api_error(r, 404, "invalid_request_error", NULL, "fine_tuning_job_id",
-              "No such fine-tuning job: %.100s", r->params[0]);
-    return false;
+    return api_id_param(r, "ftjob-", "fine_tuning_job_id", "No such fine-tuning job");
 }
 
 void api_h_job_get(struct api_req *r)
@@ -509,12 +494,12 @@ void api_h_job_delete(struct api_req *r)
 }
 
 typedef int (*job_list_fn)(struct store *s, const char *job_id, const struct store_page *page,
-                           struct store_raw_list *out, struct fj_err *err);
+                           struct store_list *out, struct fj_err *err);
 
 static void list_of_job(struct api_req *r, job_list_fn fn)
 {
     struct store_page page;
-    struct store_raw_list list;
+    struct store_list list;
     struct fj_err err = {0};
     if (!job_id_ok(r) || !api_page(r, &page))
         return;
@@ -526,20 +511,20 @@ static void list_of_job(struct api_req *r, job_list_fn fn)
     if (!list.first_id[0]) {
         char *doc;
         if (store_job_get_text(r->srv->st, r->params[0], &doc, &err) != 0) {
-            store_raw_list_free(&list);
+            store_list_free(&list);
             api_error_from(r, err.code, err.msg, "fine_tuning_job_id");
             return;
         }
         free(doc);
     }
-    api_reply_raw_list(r, &list);
+    api_reply_list(r, &list);
 }
 
 void api_h_job_events(struct api_req *r)
 {
-    list_of_job(r, store_event_list_raw);
+    list_of_job(r, store_event_list);
 }
 void api_h_job_checkpoints(struct api_req *r)
 {
-    list_of_job(r, store_checkpoint_list_raw);
+    list_of_job(r, store_checkpoint_list);
 }

@@ -126,6 +126,14 @@ void api_error_later(struct api_req *r, int status, const char *type, const char
     snprintf(r->pending_msg, sizeof r->pending_msg, "%s", msg);
 }
 
+bool api_id_param(struct api_req *r, const char *prefix, const char *param, const char *what)
+{
+    if (store_id_valid(r->params[0], prefix))
+        return true;
+    api_error(r, 404, "invalid_request_error", NULL, param, "%s: %.100s", what, r->params[0]);
+    return false;
+}
+
 const char *api_query(struct api_req *r, const char *key)
 {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
@@ -149,17 +157,7 @@ bool api_page(struct api_req *r, struct store_page *page)
     return true;
 }
 
-void api_reply_list(struct api_req *r, json_t *data, bool has_more)
-{
-    size_t n = json_array_size(data);
-    json_t *first = n ? json_object_get(json_array_get(data, 0), "id") : NULL;
-    json_t *last = n ? json_object_get(json_array_get(data, n - 1), "id") : NULL;
-    api_reply_json(r, 200,
-                   json_pack("{s:s, s:o, s:b, s:O?, s:O?}", "object", "list", "data", data,
-                             "has_more", has_more, "first_id", first, "last_id", last));
-}
-
-void api_reply_raw_list(struct api_req *r, struct store_raw_list *l)
+void api_reply_list(struct api_req *r, struct store_list *l)
 {
     /* The stored documents go out as they are: no parse and re-encode on the hot paths. */
     struct fj_buf b = {0};
@@ -171,7 +169,7 @@ void api_reply_raw_list(struct api_req *r, struct store_raw_list *l)
                            l->has_more ? "true" : "false", l->first_id, l->last_id);
     else if (rc == 0)
         rc = fj_buf_printf(&b, ",\"has_more\":false,\"first_id\":null,\"last_id\":null}");
-    store_raw_list_free(l);
+    store_list_free(l);
     if (rc != 0) {
         fj_buf_free(&b);
         api_error(r, 500, "server_error", NULL, NULL, "out of memory");

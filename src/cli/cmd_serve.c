@@ -91,12 +91,10 @@ static int parse_opts(const struct cli_cmd *cmd, const struct cli_args *a, struc
     if ((o->max_upload_mb =
              number(cmd, a, "max-upload-mb", "FORJA_MAX_UPLOAD_MB", 1024, 1, 1 << 24)) < 0)
         return CLI_USAGE;
-    for (const char *p = o->org; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_')) {
-            fprintf(stderr, "forja serve: --org is letters, digits, - and _\n");
-            return CLI_USAGE;
-        }
+    if (!store_name_valid(o->org, 1, 64)) {
+        fprintf(stderr, "forja serve: --org is 1 to 64 letters, digits, - and _\n");
+        return CLI_USAGE;
+    }
     return CLI_OK;
 }
 

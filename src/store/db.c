@@ -29,7 +29,7 @@ static const char *const migrations[] = {
     "  job_id TEXT NOT NULL, doc TEXT NOT NULL);"
     "CREATE INDEX events_job ON events(job_id, seq);"
     "CREATE TABLE checkpoints(seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
-    "  job_id TEXT NOT NULL, step INTEGER NOT NULL, path TEXT, doc TEXT NOT NULL);"
+    "  job_id TEXT NOT NULL, step INTEGER NOT NULL, doc TEXT NOT NULL);"
     "CREATE INDEX checkpoints_job ON checkpoints(job_id, seq);"
     "CREATE TABLE models(seq INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, job_id TEXT,"
     "  path TEXT NOT NULL, base TEXT, checkpoint INTEGER NOT NULL, created_at INTEGER NOT NULL);"
@@ -186,34 +186,7 @@ int store_read_error(sqlite3_stmt *st, struct fj_err *err)
     return fj_err_set(err, FJ_ERR_IO, "database: read: %s", sqlite3_errmsg(sqlite3_db_handle(st)));
 }
 
-int store_collect_docs(sqlite3_stmt *st, int col, int limit, json_t **list, bool *has_more,
-                       struct fj_err *err)
-{
-    json_t *arr = json_array();
-    int r, n = 0;
-    *has_more = false;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == limit) {
-            *has_more = true;
-            break;
-        }
-        json_t *doc = store_column_json(st, col);
-        if (doc)
-            json_array_append_new(arr, doc);
-        n++;
-    }
-    int rc = r == SQLITE_ROW || r == SQLITE_DONE ? 0 : store_read_error(st, err);
-    store_read_done(st);
-    if (rc != 0) {
-        json_decref(arr);
-        return rc;
-    }
-    *list = arr;
-    return 0;
-}
-
-int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit, struct store_raw_list *out,
-                      struct fj_err *err)
+int store_collect(sqlite3_stmt *st, int limit, struct store_list *out, struct fj_err *err)
 {
     struct fj_buf b = {0};
     memset(out, 0, sizeof *out);
@@ -223,17 +196,17 @@ int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit, struct s
             out->has_more = true;
             break;
         }
-        const char *doc = (const char *)sqlite3_column_text(st, col);
-        const char *id = (const char *)sqlite3_column_text(st, id_col);
+        const char *doc = (const char *)sqlite3_column_text(st, 0);
+        const char *id = (const char *)sqlite3_column_text(st, 1);
         if (!doc || !id)
             continue;
         if (n > 0)
             rc = fj_buf_append(&b, ",", 1);
         if (rc == 0)
-            rc = fj_buf_append(&b, doc, (size_t)sqlite3_column_bytes(st, col));
-        snprintf(n == 0 ? out->first_id : out->last_id, STORE_ID_MAX, "%s", id);
+            rc = fj_buf_append(&b, doc, (size_t)sqlite3_column_bytes(st, 0));
         if (n == 0)
-            snprintf(out->last_id, STORE_ID_MAX, "%s", id);
+            snprintf(out->first_id, STORE_ID_MAX, "%s", id);
+        snprintf(out->last_id, STORE_ID_MAX, "%s", id);
         n++;
     }
     if (rc == 0 && r != SQLITE_ROW && r != SQLITE_DONE)
@@ -250,7 +223,7 @@ int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit, struct s
     return 0;
 }
 
-void store_raw_list_free(struct store_raw_list *l)
+void store_list_free(struct store_list *l)
 {
     free(l->data);
     l->data = NULL;
@@ -289,17 +262,17 @@ static int migrate(struct store *s, struct fj_err *err)
 
 static int make_dirs(struct store *s, struct fj_err *err)
 {
-    static const char *const sub[] = {"files", "tmp", "jobs", "models"};
+    static const char *const sub[] = {"files", "jobs", "models", "tmp"};
     char path[STORE_PATH_MAX];
     int rc = fj_mkdirs(s->dir, err);
     for (size_t i = 0; rc == 0 && i < sizeof sub / sizeof sub[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", s->dir, sub[i]);
-        rc = fj_mkdirs(path, err);
+        /* Whatever is in tmp/ was never acknowledged: an upload cut short by a crash. */
+        if (strcmp(sub[i], "tmp") == 0)
+            rc = fj_remove_tree(path, err);
+        if (rc == 0)
+            rc = fj_mkdirs(path, err);
     }
-    /* Whatever is in tmp/ was never acknowledged: an upload cut short by a crash. */
-    snprintf(path, sizeof path, "%s/tmp", s->dir);
-    if (rc == 0 && (rc = fj_remove_tree(path, err)) == 0)
-        rc = fj_mkdirs(path, err);
     return rc;
 }
 
@@ -343,12 +316,11 @@ int store_open(struct store **out, const char *dir, struct fj_err *err)
     pthread_mutex_init(&s->readers_lock, NULL);
     pthread_key_create(&s->reader_key, reader_release);
     int rc = make_dirs(s, err);
-    char *path = s->db_path;
     snprintf(s->db_path, sizeof s->db_path, "%s/forja.db", dir);
     if (rc == 0 && sqlite3_open_v2(s->db_path, &s->db,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                    NULL) != SQLITE_OK)
-        rc = fj_err_set(err, FJ_ERR_IO, "%s: %s", path,
+        rc = fj_err_set(err, FJ_ERR_IO, "%s: %s", s->db_path,
                         s->db ? sqlite3_errmsg(s->db) : "cannot open");
     if (rc == 0)
         sqlite3_busy_timeout(s->db, 10000);
@@ -420,9 +392,8 @@ void store_random(void *out, size_t n)
         ssize_t got = getrandom(p, n, 0);
         if (got < 0 && errno == EINTR)
             continue;
-        if (got <= 0) { /* no entropy source at all: not expected on Linux >= 3.17 */
+        if (got <= 0) /* no entropy source at all: not expected on Linux >= 3.17 */
             abort();
-        }
         p += got;
         n -= (size_t)got;
     }
@@ -455,16 +426,22 @@ void store_new_id(const char *prefix, char out[STORE_ID_MAX])
     store_random_chars(out + p, 24);
 }
 
-bool store_id_valid(const char *id, const char *prefix)
+bool store_name_valid(const char *s, size_t min, size_t max)
 {
-    size_t p = strlen(prefix), n = strlen(id);
-    if (n <= p || n > p + 40 || strncmp(id, prefix, p) != 0)
+    size_t n = strlen(s);
+    if (n < min || n > max)
         return false;
-    for (size_t i = p; i < n; i++) {
-        char c = id[i];
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-'))
             return false;
     }
     return true;
+}
+
+bool store_id_valid(const char *id, const char *prefix)
+{
+    size_t p = strlen(prefix);
+    return strncmp(id, prefix, p) == 0 && store_name_valid(id + p, 1, 40);
 }

@@ -1,7 +1,7 @@
 /* files.c - uploaded files: the bytes are streamed to DIR/tmp while being hashed, fsynced,
  * renamed into DIR/files/ID, and only then recorded, so a file the API acknowledged is
- * whole on disk and a crash mid-upload leaves nothing but a temporary file (removed at the
- * next open). */
+ * whole on disk and a crash mid-upload leaves nothing but a temporary file, or bytes that no
+ * row names (both removed at the next open, db.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -141,7 +141,7 @@ int store_upload_commit(struct store *s, struct store_upload *up, const char *fi
     EVP_DigestFinal_ex(up->sha, digest, &len);
     store_sha256_hex(digest, hex);
     store_new_id("file-", id);
-    snprintf(path, sizeof path, "%s/files/%s", s->dir, id);
+    store_file_path(s, id, path, sizeof path);
     snprintf(dir, sizeof dir, "%s/files", s->dir);
     if (rc == 0 && rename(up->tmp, path) != 0)
         rc = fj_err_set(err, FJ_ERR_IO, "storing the upload: %s", strerror(errno));
@@ -202,12 +202,12 @@ int store_file_get(struct store *s, const char *id, json_t **file, struct fj_err
 }
 
 int store_file_list(struct store *s, const char *purpose, const struct store_page *page,
-                    json_t **list, bool *has_more, struct fj_err *err)
+                    struct store_list *out, struct fj_err *err)
 {
     int limit = store_limit(page);
     sqlite3_stmt *st;
     int rc = store_read(s,
-                        "SELECT doc FROM files WHERE (?1 IS NULL OR purpose = ?1) AND "
+                        "SELECT doc, id FROM files WHERE (?1 IS NULL OR purpose = ?1) AND "
                         "(?2 IS NULL OR seq < (SELECT seq FROM files WHERE id = ?2)) "
                         "ORDER BY seq DESC LIMIT ?3",
                         &st, err);
@@ -215,7 +215,7 @@ int store_file_list(struct store *s, const char *purpose, const struct store_pag
         store_bind_text(st, 1, purpose);
         store_bind_text(st, 2, page ? page->after : NULL);
         sqlite3_bind_int(st, 3, limit + 1);
-        rc = store_collect_docs(st, 0, limit, list, has_more, err);
+        rc = store_collect(st, limit, out, err);
     }
     return rc;
 }

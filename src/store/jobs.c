@@ -116,14 +116,13 @@ static void fill_row(sqlite3_stmt *st, void *ctx)
 {
     struct store_job_row *r = ctx;
     snprintf(r->id, sizeof r->id, "%s", (const char *)sqlite3_column_text(st, 0));
-    snprintf(r->status, sizeof r->status, "%s", (const char *)sqlite3_column_text(st, 1));
-    r->resume = sqlite3_column_int(st, 2) != 0;
-    r->last_step = sqlite3_column_int64(st, 3);
-    r->doc = store_column_json(st, 4);
-    r->spec = store_column_json(st, 5);
+    r->resume = sqlite3_column_int(st, 1) != 0;
+    r->last_step = sqlite3_column_int64(st, 2);
+    r->doc = store_column_json(st, 3);
+    r->spec = store_column_json(st, 4);
 }
 
-#define ROW_COLS "id, status, resume, last_step, doc, spec"
+#define ROW_COLS "id, resume, last_step, doc, spec"
 
 int store_job_row_get(struct store *s, const char *id, struct store_job_row *r, struct fj_err *err)
 {
@@ -167,25 +166,27 @@ int store_job_next(struct store *s, const char *status, const char *skip_ids, bo
 int store_job_ids(struct store *s, const char *status, json_t **ids, struct fj_err *err)
 {
     sqlite3_stmt *st;
-    int rc =
-        store_read(s, "SELECT json_quote(id) FROM jobs WHERE status = ?1 ORDER BY seq", &st, err);
-    bool more;
-    if (rc == 0) {
-        store_bind_text(st, 1, status);
-        rc = store_collect_docs(st, 0, 1 << 30, ids, &more, err);
-    }
-    return rc;
+    int rc = store_read(s, "SELECT id FROM jobs WHERE status = ?1 ORDER BY seq", &st, err);
+    if (rc != 0)
+        return rc;
+    store_bind_text(st, 1, status);
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_string((const char *)sqlite3_column_text(st, 0)));
+    store_read_done(st);
+    *ids = arr;
+    return 0;
 }
 
 int store_job_list(struct store *s, const json_t *metadata, const struct store_page *page,
-                   json_t **list, bool *has_more, struct fj_err *err)
+                   struct store_list *out, struct fj_err *err)
 {
     int limit = store_limit(page);
     sqlite3_stmt *st;
     /* ?3: an object of pairs that must all be in the job's metadata. */
     int rc = store_read(
         s,
-        "SELECT doc FROM jobs WHERE (?1 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?1)) "
+        "SELECT doc, id FROM jobs WHERE (?1 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?1)) "
         "AND NOT EXISTS (SELECT 1 FROM json_each(?3) AS w WHERE "
         "  metadata IS NULL OR json_extract(metadata, '$.\"' || w.key || '\"') IS NOT w.value) "
         "ORDER BY seq DESC LIMIT ?2",
@@ -197,7 +198,7 @@ int store_job_list(struct store *s, const json_t *metadata, const struct store_p
             store_bind_json(st, 3, metadata);
         else
             store_bind_text(st, 3, "{}");
-        rc = store_collect_docs(st, 0, limit, list, has_more, err);
+        rc = store_collect(st, limit, out, err);
     }
     return rc;
 }
@@ -232,11 +233,6 @@ int store_job_put(struct store *s, const char *id, const json_t *doc, struct fj_
 int store_job_set_resume(struct store *s, const char *id, bool resume, struct fj_err *err)
 {
     return update(s, "UPDATE jobs SET resume = ?2 WHERE id = ?1", id, NULL, resume, err);
-}
-
-int store_job_set_last_step(struct store *s, const char *id, int64_t step, struct fj_err *err)
-{
-    return update(s, "UPDATE jobs SET last_step = ?2 WHERE id = ?1", id, NULL, step, err);
 }
 
 int store_job_delete(struct store *s, const char *id, struct fj_err *err)
@@ -277,18 +273,18 @@ int store_job_counts(struct store *s, json_t **counts, struct fj_err *err)
 
 /* ---- events ----------------------------------------------------------------------------- */
 
-int store_event_add(struct store *s, const char *job_id, const char *level, const char *type,
-                    const char *message, json_t *data, struct fj_err *err)
+/* Inserts an event on the writer (the caller holds the lock); takes data. */
+static int insert_event(struct store *s, const char *job_id, const char *level, const char *type,
+                        const char *message, json_t *data, struct fj_err *err)
 {
     char id[STORE_ID_MAX];
     store_new_id("ftevent-", id);
     json_t *doc =
-        json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:O}", "id", id, "object",
+        json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:o}", "id", id, "object",
                   "fine_tuning.job.event", "created_at", (json_int_t)store_now(), "level", level,
                   "message", message, "type", type, "data", data ? data : json_null());
     if (!doc)
         return fj_err_set(err, FJ_ERR_INVALID, "event message is not valid UTF-8");
-    store_lock(s);
     sqlite3_stmt *st;
     int rc = store_prepare(s, "INSERT INTO events(id, job_id, doc) VALUES(?1, ?2, ?3)", &st, err);
     if (rc == 0) {
@@ -297,24 +293,57 @@ int store_event_add(struct store *s, const char *job_id, const char *level, cons
         store_bind_json(st, 3, doc);
         rc = store_step_done(s, st, err);
     }
-    store_unlock(s);
     json_decref(doc);
     return rc;
 }
 
-static int list_of_job(struct store *s, const char *sql, const char *job_id,
-                       const struct store_page *page, json_t **list, bool *has_more,
-                       struct store_raw_list *raw, struct fj_err *err)
+int store_event_add(struct store *s, const char *job_id, const char *level, const char *type,
+                    const char *message, json_t *data, struct fj_err *err)
 {
-    int limit = store_limit(page);
+    store_lock(s);
+    int rc = insert_event(s, job_id, level, type, message, data, err);
+    store_unlock(s);
+    return rc;
+}
+
+int store_job_step(struct store *s, const char *id, int64_t step, int64_t estimated_finish,
+                   const char *message, json_t *data, bool *recorded, struct fj_err *err)
+{
+    *recorded = false;
+    store_lock(s);
+    sqlite3_stmt *st;
+    int rc = store_exec(s, "BEGIN IMMEDIATE", err);
+    if (rc == 0 && (rc = store_prepare(s,
+                                       "UPDATE jobs SET last_step = ?2, doc = json_set(doc, "
+                                       "'$.estimated_finish', ?3) WHERE id = ?1 AND status = "
+                                       "'running' AND last_step < ?2",
+                                       &st, err)) == 0) {
+        store_bind_text(st, 1, id);
+        sqlite3_bind_int64(st, 2, step);
+        sqlite3_bind_int64(st, 3, estimated_finish);
+        rc = store_step_done(s, st, err);
+        *recorded = rc == 0 && sqlite3_changes(s->db) == 1;
+    }
+    if (rc == 0 && *recorded)
+        rc = insert_event(s, id, "info", "metrics", message, json_incref(data), err);
+    store_exec(s, rc == 0 ? "COMMIT" : "ROLLBACK", NULL);
+    store_unlock(s);
+    json_decref(data);
+    if (rc != 0)
+        *recorded = false;
+    return rc;
+}
+
+static int list_of_job(struct store *s, const char *sql, const char *job_id,
+                       const struct store_page *page, struct store_list *out, struct fj_err *err)
+{
     sqlite3_stmt *st;
     int rc = store_read(s, sql, &st, err);
     if (rc == 0) {
         store_bind_text(st, 1, job_id);
         store_bind_text(st, 2, page ? page->after : NULL);
-        sqlite3_bind_int(st, 3, limit + 1);
-        rc = raw ? store_collect_raw(st, 0, 1, limit, raw, err)
-                 : store_collect_docs(st, 0, limit, list, has_more, err);
+        sqlite3_bind_int(st, 3, store_limit(page) + 1);
+        rc = store_collect(st, store_limit(page), out, err);
     }
     return rc;
 }
@@ -327,89 +356,80 @@ static int list_of_job(struct store *s, const char *sql, const char *job_id,
     "(SELECT seq FROM checkpoints WHERE id = ?2)) ORDER BY seq DESC LIMIT ?3"
 
 int store_event_list(struct store *s, const char *job_id, const struct store_page *page,
-                     json_t **list, bool *has_more, struct fj_err *err)
+                     struct store_list *out, struct fj_err *err)
 {
-    return list_of_job(s, EVENTS_SQL, job_id, page, list, has_more, NULL, err);
-}
-
-int store_event_list_raw(struct store *s, const char *job_id, const struct store_page *page,
-                         struct store_raw_list *out, struct fj_err *err)
-{
-    return list_of_job(s, EVENTS_SQL, job_id, page, NULL, NULL, out, err);
+    return list_of_job(s, EVENTS_SQL, job_id, page, out, err);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
-int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, const json_t *doc,
-                         const char *path, int keep, json_t **dropped, struct fj_err *err)
+/* Statements of store_checkpoint_add, each bound to ?1 job id and one more value. */
+static int checkpoint_step(struct store *s, const char *sql, const char *job_id, int64_t n,
+                           struct fj_err *err)
 {
-    if (dropped)
-        *dropped = NULL;
-    store_lock(s);
     sqlite3_stmt *st;
-    int rc = store_exec(s, "BEGIN IMMEDIATE", err);
-    /* A resumed run writes a checkpoint of a step again: the newer row replaces it. */
-    if (rc == 0 && (rc = store_prepare(s, "DELETE FROM checkpoints WHERE job_id = ?1 AND step = ?2",
-                                       &st, err)) == 0) {
+    int rc = store_prepare(s, sql, &st, err);
+    if (rc == 0) {
         store_bind_text(st, 1, job_id);
-        sqlite3_bind_int64(st, 2, step);
+        sqlite3_bind_int64(st, 2, n);
         rc = store_step_done(s, st, err);
-    }
-    if (rc == 0 && (rc = store_prepare(s,
-                                       "INSERT INTO checkpoints(id, job_id, step, path, doc) "
-                                       "VALUES(?1, ?2, ?3, ?4, ?5)",
-                                       &st, err)) == 0) {
-        store_bind_text(st, 1, json_string_value(json_object_get(doc, "id")));
-        store_bind_text(st, 2, job_id);
-        sqlite3_bind_int64(st, 3, step);
-        store_bind_text(st, 4, path);
-        store_bind_json(st, 5, doc);
-        rc = store_step_done(s, st, err);
-    }
-    bool more;
-    if (rc == 0 && (rc = store_prepare(s,
-                                       "SELECT json_extract(doc, '$.fine_tuned_model_checkpoint') "
-                                       "FROM checkpoints WHERE job_id = ?1 ORDER BY step DESC "
-                                       "LIMIT -1 OFFSET ?2",
-                                       &st, err)) == 0) {
-        store_bind_text(st, 1, job_id);
-        sqlite3_bind_int(st, 2, keep);
-        json_t *names = json_array();
-        while (sqlite3_step(st) == SQLITE_ROW)
-            json_array_append_new(names, json_string((const char *)sqlite3_column_text(st, 0)));
-        sqlite3_finalize(st);
-        (void)more;
-        if (dropped)
-            *dropped = names;
-        else
-            json_decref(names);
-    }
-    if (rc == 0 && (rc = store_prepare(s,
-                                       "DELETE FROM checkpoints WHERE job_id = ?1 AND seq NOT IN "
-                                       "(SELECT seq FROM checkpoints WHERE job_id = ?1 "
-                                       "ORDER BY step DESC LIMIT ?2)",
-                                       &st, err)) == 0) {
-        store_bind_text(st, 1, job_id);
-        sqlite3_bind_int(st, 2, keep);
-        rc = store_step_done(s, st, err);
-    }
-    store_exec(s, rc == 0 ? "COMMIT" : "ROLLBACK", NULL);
-    store_unlock(s);
-    if (rc != 0 && dropped) {
-        json_decref(*dropped);
-        *dropped = NULL;
     }
     return rc;
 }
 
-int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
-                          json_t **list, bool *has_more, struct fj_err *err)
+int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, const json_t *doc,
+                         const char *model_dir, const char *base, int keep, struct fj_err *err)
 {
-    return list_of_job(s, CHECKPOINTS_SQL, job_id, page, list, has_more, NULL, err);
+    const char *name = json_string_value(json_object_get(doc, "fine_tuned_model_checkpoint"));
+    store_lock(s);
+    int rc = store_exec(s, "BEGIN IMMEDIATE", err);
+    /* A resumed run writes a checkpoint of a step again: the newer row replaces it. */
+    if (rc == 0)
+        rc = checkpoint_step(s, "DELETE FROM checkpoints WHERE job_id = ?1 AND step = ?2", job_id,
+                             step, err);
+    sqlite3_stmt *st;
+    if (rc == 0 && (rc = store_prepare(s,
+                                       "INSERT INTO checkpoints(id, job_id, step, doc) "
+                                       "VALUES(?1, ?2, ?3, ?4)",
+                                       &st, err)) == 0) {
+        store_bind_text(st, 1, json_string_value(json_object_get(doc, "id")));
+        store_bind_text(st, 2, job_id);
+        sqlite3_bind_int64(st, 3, step);
+        store_bind_json(st, 4, doc);
+        rc = store_step_done(s, st, err);
+    }
+    if (rc == 0 && (rc = store_prepare(s,
+                                       "INSERT OR REPLACE INTO models(name, job_id, path, base, "
+                                       "checkpoint, created_at) VALUES(?1, ?2, ?3, ?4, 1, ?5)",
+                                       &st, err)) == 0) {
+        store_bind_text(st, 1, name);
+        store_bind_text(st, 2, job_id);
+        store_bind_text(st, 3, model_dir);
+        store_bind_text(st, 4, base);
+        sqlite3_bind_int64(st, 5, store_now());
+        rc = store_step_done(s, st, err);
+    }
+    /* All but the newest `keep`: their model names, then the rows. */
+    if (rc == 0)
+        rc = checkpoint_step(s,
+                             "DELETE FROM models WHERE checkpoint = 1 AND job_id = ?1 AND name IN "
+                             "(SELECT json_extract(doc, '$.fine_tuned_model_checkpoint') FROM "
+                             "checkpoints WHERE job_id = ?1 ORDER BY step DESC LIMIT -1 "
+                             "OFFSET ?2)",
+                             job_id, keep, err);
+    if (rc == 0)
+        rc = checkpoint_step(s,
+                             "DELETE FROM checkpoints WHERE job_id = ?1 AND seq NOT IN "
+                             "(SELECT seq FROM checkpoints WHERE job_id = ?1 "
+                             "ORDER BY step DESC LIMIT ?2)",
+                             job_id, keep, err);
+    store_exec(s, rc == 0 ? "COMMIT" : "ROLLBACK", NULL);
+    store_unlock(s);
+    return rc;
 }
 
-int store_checkpoint_list_raw(struct store *s, const char *job_id, const struct store_page *page,
-                              struct store_raw_list *out, struct fj_err *err)
+int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
+                          struct store_list *out, struct fj_err *err)
 {
-    return list_of_job(s, CHECKPOINTS_SQL, job_id, page, NULL, NULL, out, err);
+    return list_of_job(s, CHECKPOINTS_SQL, job_id, page, out, err);
 }

@@ -30,11 +30,11 @@ int store_model_add(struct store *s, const char *name, const char *job_id, const
 
 static json_t *model_object(sqlite3_stmt *st)
 {
-    /* columns: name, created_at, job_id, base, checkpoint */
-    return json_pack("{s:s, s:s, s:I, s:s, s:s?, s:s?, s:b}", "id", sqlite3_column_text(st, 0),
-                     "object", "model", "created", (json_int_t)sqlite3_column_int64(st, 1),
-                     "owned_by", "user", "job_id", sqlite3_column_text(st, 2), "root",
-                     sqlite3_column_text(st, 3), "checkpoint", sqlite3_column_int(st, 4) != 0);
+    /* columns: name, created_at, job_id, base, checkpoint; owned_by is the API's to say */
+    return json_pack("{s:s, s:s, s:I, s:s?, s:s?, s:b}", "id", sqlite3_column_text(st, 0), "object",
+                     "model", "created", (json_int_t)sqlite3_column_int64(st, 1), "job_id",
+                     sqlite3_column_text(st, 2), "root", sqlite3_column_text(st, 3), "checkpoint",
+                     sqlite3_column_int(st, 4) != 0);
 }
 
 int store_model_get(struct store *s, const char *name, char *path, size_t cap, json_t **obj,
@@ -80,13 +80,13 @@ int store_model_delete(struct store *s, const char *name, struct fj_err *err)
 {
     store_lock(s);
     sqlite3_stmt *st;
-    /* A fine-tuned model goes with its checkpoints' names ("NAME:ckpt-step-N"). */
-    int rc = store_prepare(s, "DELETE FROM models WHERE name = ?1 OR name LIKE ?2", &st, err);
+    /* A fine-tuned model goes with its job's checkpoint names. */
+    int rc = store_prepare(s,
+                           "DELETE FROM models WHERE name = ?1 OR (checkpoint = 1 AND job_id = "
+                           "(SELECT job_id FROM models WHERE name = ?1 AND checkpoint = 0))",
+                           &st, err);
     if (rc == 0) {
-        char like[1200];
-        snprintf(like, sizeof like, "%s:ckpt-step-%%", name);
         store_bind_text(st, 1, name);
-        store_bind_text(st, 2, like);
         rc = store_step_done(s, st, err);
         if (rc == 0 && sqlite3_changes(s->db) == 0)
             rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "The model '%s' does not exist", name);

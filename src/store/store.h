@@ -36,6 +36,12 @@ void store_close(struct store *s);
 const char *store_dir(const struct store *s);
 int store_schema_version(struct store *s);
 
+/* n bytes from the kernel's random source. */
+void store_random(void *out, size_t n);
+
+/* Whether s is min..max characters of [A-Za-z0-9_-] (ids, suffixes, organizations). */
+bool store_name_valid(const char *s, size_t min, size_t max);
+
 /* A new id: prefix followed by 24 random characters [A-Za-z0-9]. */
 #define STORE_ID_MAX 48
 void store_new_id(const char *prefix, char out[STORE_ID_MAX]);
@@ -53,15 +59,15 @@ struct store_page {
     int limit; /* 1 .. 100 */
 };
 
-/* A list as stored text, for replies that send it on unchanged: data is a JSON array;
- * release with store_raw_list_free. */
-struct store_raw_list {
+/* A page of a list as stored text, for replies that send it on unchanged: data is a JSON
+ * array of the rows' objects; release with store_list_free. */
+struct store_list {
     char *data; /* owned, NUL-terminated */
     size_t len;
     bool has_more;
     char first_id[STORE_ID_MAX], last_id[STORE_ID_MAX]; /* "" for an empty list */
 };
-void store_raw_list_free(struct store_raw_list *l);
+void store_list_free(struct store_list *l);
 
 /* ---- files ---------------------------------------------------------------------------- */
 
@@ -87,9 +93,9 @@ int store_file_import(struct store *s, const char *path, const char *filename, c
 
 /* The file's API object (FJ_ERR_NOT_FOUND if none). Owned by the caller. */
 int store_file_get(struct store *s, const char *id, json_t **file, struct fj_err *err);
-/* Newest first; purpose NULL for all. *list is a JSON array owned by the caller. */
+/* Newest first; purpose NULL for all. */
 int store_file_list(struct store *s, const char *purpose, const struct store_page *page,
-                    json_t **list, bool *has_more, struct fj_err *err);
+                    struct store_list *out, struct fj_err *err);
 /* Removes the record, then the bytes. FJ_ERR_BUSY while a job that has not ended uses it. */
 int store_file_delete(struct store *s, const char *id, struct fj_err *err);
 /* Where the file's bytes are (the id is checked). */
@@ -100,7 +106,6 @@ int store_file_path(const struct store *s, const char *id, char *out, size_t cap
 /* What the scheduler needs of a job, beside its API object. */
 struct store_job_row {
     char id[STORE_ID_MAX];
-    char status[24];
     bool resume;       /* a worker ran before: continue from the newest checkpoint */
     int64_t last_step; /* the highest step whose metrics are recorded */
     json_t *doc;       /* the API object; owned by the row */
@@ -119,11 +124,16 @@ int store_job_get_text(struct store *s, const char *id, char **text, struct fj_e
 int store_job_row_get(struct store *s, const char *id, struct store_job_row *r, struct fj_err *err);
 /* Newest first, optionally only jobs whose metadata holds every pair of `metadata`. */
 int store_job_list(struct store *s, const json_t *metadata, const struct store_page *page,
-                   json_t **list, bool *has_more, struct fj_err *err);
+                   struct store_list *out, struct fj_err *err);
 /* Replaces the job's object (its status column follows doc's "status"). */
 int store_job_put(struct store *s, const char *id, const json_t *doc, struct fj_err *err);
 int store_job_set_resume(struct store *s, const char *id, bool resume, struct fj_err *err);
-int store_job_set_last_step(struct store *s, const char *id, int64_t step, struct fj_err *err);
+/* A running job's step: if the job is still running and step is beyond its last recorded
+ * one, records step as the last, sets estimated_finish in its object and appends a
+ * "metrics" event (message, data; data is taken). *recorded tells whether it did. One
+ * transaction. */
+int store_job_step(struct store *s, const char *id, int64_t step, int64_t estimated_finish,
+                   const char *message, json_t *data, bool *recorded, struct fj_err *err);
 /* The oldest job with this status, if any (*found false if none). */
 int store_job_next(struct store *s, const char *status, const char *skip_ids, bool *found,
                    struct store_job_row *r, struct fj_err *err);
@@ -133,23 +143,21 @@ int store_job_delete(struct store *s, const char *id, struct fj_err *err);
 /* Jobs per status, as a JSON object {status: count}. */
 int store_job_counts(struct store *s, json_t **counts, struct fj_err *err);
 
-/* Appends an event (fills in its id and object); events of a job list newest first. */
+/* Appends an event (fills in its id and object; data, which may be NULL, is taken); events
+ * of a job list newest first. */
 int store_event_add(struct store *s, const char *job_id, const char *level, const char *type,
                     const char *message, json_t *data, struct fj_err *err);
 int store_event_list(struct store *s, const char *job_id, const struct store_page *page,
-                     json_t **list, bool *has_more, struct fj_err *err);
-int store_event_list_raw(struct store *s, const char *job_id, const struct store_page *page,
-                         struct store_raw_list *out, struct fj_err *err);
+                     struct store_list *out, struct fj_err *err);
 
-/* Records a checkpoint object (borrowed; its id set by the caller) at step; keeps the
- * newest `keep` of the job's and returns the names of those dropped in *dropped (a JSON
- * array owned by the caller, or NULL). */
+/* Records a checkpoint object (borrowed; its id and fine_tuned_model_checkpoint name set by
+ * the caller) at step, and that name as a model in model_dir descending from base; keeps
+ * the newest `keep` checkpoints of the job, the names of the others going too. One
+ * transaction. */
 int store_checkpoint_add(struct store *s, const char *job_id, int64_t step, const json_t *doc,
-                         const char *path, int keep, json_t **dropped, struct fj_err *err);
+                         const char *model_dir, const char *base, int keep, struct fj_err *err);
 int store_checkpoint_list(struct store *s, const char *job_id, const struct store_page *page,
-                          json_t **list, bool *has_more, struct fj_err *err);
-int store_checkpoint_list_raw(struct store *s, const char *job_id, const struct store_page *page,
-                              struct store_raw_list *out, struct fj_err *err);
+                          struct store_list *out, struct fj_err *err);
 
 /* ---- models --------------------------------------------------------------------------- */
 

@@ -55,16 +55,11 @@ int store_read(struct store *s, const char *sql, sqlite3_stmt **st, struct fj_er
 void store_read_done(sqlite3_stmt *st);
 /* sqlite's message for a failed read statement. */
 int store_read_error(sqlite3_stmt *st, struct fj_err *err);
-/* Steps a read statement (then store_read_done), collecting column col of up to limit rows
- * as JSON; has_more tells whether a row beyond limit exists (queries ask for limit + 1). */
-int store_collect_docs(sqlite3_stmt *st, int col, int limit, json_t **list, bool *has_more,
-                       struct fj_err *err);
-/* The same as text: a JSON array of the rows' documents (stored JSON, not re-encoded) in
- * out, and the first and last rows' ids (column id_col). */
-int store_collect_raw(sqlite3_stmt *st, int col, int id_col, int limit, struct store_raw_list *out,
-                      struct fj_err *err);
+/* Steps a read statement (then store_read_done) into a page: column 0 of up to limit rows
+ * (stored JSON, not re-encoded) and the first and last rows' ids (column 1); has_more tells
+ * whether a row beyond limit exists (queries ask for limit + 1). */
+int store_collect(sqlite3_stmt *st, int limit, struct store_list *out, struct fj_err *err);
 
-void store_random(void *out, size_t n);
 void store_random_chars(char *out, size_t n); /* n of [A-Za-z0-9], then a NUL */
 
 /* SHA-256 of data, or of a file streamed through; hex is 65 bytes. */

@@ -68,6 +68,17 @@ int svc_put_status(struct svc *s, const char *id, json_t *doc, const char *statu
     return rc;
 }
 
+void svc_fail(struct svc *s, const char *id, json_t *doc, const char *code, const char *message,
+              const char *param)
+{
+    json_object_set_new(
+        doc, "error",
+        json_pack("{s:s, s:s, s:s?}", "code", code, "message", message, "param", param));
+    svc_event(s, id, "error", "%s", message);
+    svc_event(s, id, "error", "Job failed");
+    svc_put_status(s, id, doc, "failed");
+}
+
 int svc_job_dir(const struct store *st, const char *id, char *out, size_t cap)
 {
     if (!store_id_valid(id, "ftjob-"))
@@ -122,11 +133,7 @@ static bool start_next(struct svc *s, const char *status, enum worker_kind kind)
         s->workers = w;
     } else {
         /* The worker could not even start: the job cannot run. */
-        json_object_set_new(
-            row.doc, "error",
-            json_pack("{s:s, s:s, s:n}", "code", "server_error", "message", err.msg, "param"));
-        svc_event(s, row.id, "error", "The job failed: %s", err.msg);
-        svc_put_status(s, row.id, row.doc, "failed");
+        svc_fail(s, row.id, row.doc, "server_error", err.msg, NULL);
     }
     store_job_row_free(&row);
     return rc == 0;
@@ -176,10 +183,15 @@ static void drain_wake(struct svc *s)
 static void *sched_main(void *arg)
 {
     struct svc *s = arg;
+    /* Jobs are looked at when something may have changed (a wake-up, a worker's end) and
+     * once a second, not on every line a worker writes. */
+    bool due = true;
     while (!s->stopping) {
         pthread_mutex_lock(&s->lock);
-        enforce(s);
-        schedule(s);
+        if (due) {
+            enforce(s);
+            schedule(s);
+        }
         double tps = 0;
         for (struct worker *w = s->workers; w; w = w->next)
             tps += w->kind == WORKER_TRAIN ? w->tokens_per_s : 0;
@@ -194,10 +206,14 @@ static void *sched_main(void *arg)
             ws[n] = w;
             fds[n++] = (struct pollfd){.fd = w->fd, .events = POLLIN};
         }
-        if (poll(fds, (nfds_t)n, 1000) < 0 && errno != EINTR)
+        int ready = poll(fds, (nfds_t)n, 1000);
+        if (ready < 0 && errno != EINTR)
             break;
-        if (fds[0].revents)
+        due = ready == 0;
+        if (fds[0].revents) {
             drain_wake(s);
+            due = true;
+        }
         for (int i = 1; i < n; i++) {
             if (!fds[i].revents)
                 continue;
@@ -209,6 +225,7 @@ static void *sched_main(void *arg)
                     pp = &(*pp)->next;
                 *pp = w->next;
                 worker_finish(s, w);
+                due = true;
             }
             pthread_mutex_unlock(&s->lock);
         }

@@ -51,6 +51,9 @@ void worker_finish(struct svc *s, struct worker *w);
 /* An event for a job; message is printf-like. */
 void svc_event(struct svc *s, const char *job_id, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Ends the job `failed` with error {code, message, param} and the events saying so. */
+void svc_fail(struct svc *s, const char *id, json_t *doc, const char *code, const char *message,
+              const char *param);
 /* Sets doc's status (and finished_at for an end) and writes it back. */
 int svc_put_status(struct svc *s, const char *id, json_t *doc, const char *status);
 

@@ -1,7 +1,6 @@
 /* worker.c - one job's worker process: `forja train --json` (with --validate-only while the
  * job is validating_files), its stdout read line by line, each event turned into what the
  * API shows (status, events, metrics, checkpoints, the fine-tuned model, results.csv). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -16,6 +15,7 @@
 
 #include "core/file.h"
 #include "svc/svc_internal.h"
+#include "train/train.h"
 
 #define MAX_ARGS 64
 
@@ -24,24 +24,13 @@ static const char *spec_str(const json_t *spec, const char *key)
     return json_string_value(json_object_get(spec, key));
 }
 
-/* The step of the newest checkpoint in the job's folder, 0 if none. */
-static long long newest_checkpoint(const char *dir)
+/* The folder holding the weights of a run or checkpoint folder: adapter/ for LoRA, else
+ * model/. */
+static void model_folder(const char *dir, char *out, size_t cap)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/checkpoints", dir);
-    DIR *d = opendir(path);
-    long long newest = 0;
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (strncmp(e->d_name, "ckpt-step-", 10) != 0)
-            continue;
-        char *end;
-        long long step = strtoll(e->d_name + 10, &end, 10);
-        if (*end == '\0' && step > newest)
-            newest = step;
-    }
-    if (d)
-        closedir(d);
-    return newest;
+    snprintf(out, cap, "%s/adapter", dir);
+    if (!fj_file_exists(out))
+        snprintf(out, cap, "%s/model", dir);
 }
 
 struct argv_buf {
@@ -105,7 +94,7 @@ static int build_argv(struct svc *s, enum worker_kind kind, const struct store_j
     json_array_foreach(json_object_get(spec, "args"), i, v) push(a, json_string_value(v));
     if (kind == WORKER_VALIDATE)
         push(a, "--validate-only");
-    else if (row->resume && newest_checkpoint(dir) > 0) {
+    else if (row->resume && train_checkpoint_newest(dir) > 0) {
         push(a, "--resume");
         push(a, dir);
     }
@@ -122,25 +111,10 @@ static int build_argv(struct svc *s, enum worker_kind kind, const struct store_j
  * again, bitwise the same, and each gets its metrics event once. */
 static int prepare_dir(const char *dir, bool resume, int64_t last_step, struct fj_err *err)
 {
-    char sub[4400], path[4800];
+    char sub[4400];
     snprintf(sub, sizeof sub, "%s/checkpoints", dir);
-    if (!resume) {
-        fj_remove_tree(sub, NULL);
-        return fj_mkdirs(dir, err);
-    }
-    DIR *d = opendir(sub);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (strncmp(e->d_name, "ckpt-step-", 10) != 0)
-            continue;
-        long long step = strtoll(e->d_name + 10, NULL, 10);
-        if (step > last_step) {
-            snprintf(path, sizeof path, "%s/%s", sub, e->d_name);
-            fj_remove_tree(path, NULL);
-        }
-    }
-    if (d)
-        closedir(d);
-    return fj_mkdirs(dir, err);
+    int rc = resume ? train_checkpoint_drop_after(dir, last_step, err) : fj_remove_tree(sub, err);
+    return rc == 0 ? fj_mkdirs(dir, err) : rc;
 }
 
 int worker_spawn(struct svc *s, enum worker_kind kind, const struct store_job_row *row,
@@ -225,7 +199,7 @@ int worker_spawn(struct svc *s, enum worker_kind kind, const struct store_job_ro
     if (kind == WORKER_TRAIN) {
         json_t *doc = json_deep_copy(row->doc);
         svc_put_status(s, row->id, doc, "running");
-        long long from = row->resume ? newest_checkpoint(dir) : 0;
+        long long from = row->resume ? train_checkpoint_newest(dir) : 0;
         if (from > 0)
             svc_event(s, row->id, "info", "Job continues from its checkpoint at step %lld", from);
         else if (row->resume)
@@ -353,28 +327,20 @@ static void on_step(struct svc *s, struct worker *w, const json_t *ev)
     w->total_steps = json_integer_value(json_object_get(ev, "total_steps"));
     w->tokens_per_s = json_real_value(json_object_get(ev, "tokens_per_s"));
     w->steps_seen++;
-    struct store_job_row row;
-    if (store_job_row_get(s->st, w->job_id, &row, NULL) != 0)
-        return;
-    /* After a pause (or a cancel) the job shows no more progress: the worker's last step is
-     * trained again on resume. */
-    const char *status = json_string_value(json_object_get(row.doc, "status"));
-    bool running = status && strcmp(status, "running") == 0;
-    if (running && step > row.last_step) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "Step %lld/%lld: training loss=%.4f", (long long)step,
-                 (long long)w->total_steps, json_real_value(json_object_get(m, "train_loss")));
-        store_event_add(s->st, w->job_id, "info", "metrics", msg, metrics_data(m, w->total_steps),
-                        NULL);
-        store_job_set_last_step(s->st, w->job_id, step, NULL);
-        /* The finish estimate: this worker's time per step for the steps still to go. */
-        double per_step = (svc_clock() - w->started) / (double)w->steps_seen;
-        json_object_set_new(
-            row.doc, "estimated_finish",
-            json_integer(store_now() + (int64_t)(per_step * (double)(w->total_steps - step))));
-        store_job_put(s->st, w->job_id, row.doc, NULL);
-    }
-    store_job_row_free(&row);
+    /* The finish estimate: this worker's time per step for the steps still to go. */
+    double per_step = (svc_clock() - w->started) / (double)w->steps_seen;
+    int64_t finish = store_now() + (int64_t)(per_step * (double)(w->total_steps - step));
+    char msg[160];
+    snprintf(msg, sizeof msg, "Step %lld/%lld: training loss=%.4f", (long long)step,
+             (long long)w->total_steps, json_real_value(json_object_get(m, "train_loss")));
+    /* Recorded only while the job runs (after a pause or cancel it shows no more progress;
+     * the step is trained again on resume) and once per step (a resumed run repeats the
+     * steps after its checkpoint). */
+    bool recorded;
+    struct fj_err err = {0};
+    if (store_job_step(s->st, w->job_id, step, finish, msg, metrics_data(m, w->total_steps),
+                       &recorded, &err) != 0)
+        svc_log(s, "job %s: step %lld not recorded: %s", w->job_id, (long long)step, err.msg);
 }
 
 static void on_checkpoint(struct svc *s, struct worker *w, const json_t *ev)
@@ -398,19 +364,13 @@ static void on_checkpoint(struct svc *s, struct worker *w, const json_t *ev)
                             "fine_tuning.job.checkpoint", "created_at", (json_int_t)store_now(),
                             "fine_tuned_model_checkpoint", name, "fine_tuning_job_id", w->job_id,
                             "step_number", (json_int_t)step, "metrics", metrics);
-    json_t *dropped = NULL;
-    if (doc && store_checkpoint_add(s->st, w->job_id, step, doc, path, s->cfg.keep_checkpoints,
-                                    &dropped, NULL) == 0) {
-        snprintf(model_dir, sizeof model_dir, "%s/adapter", path);
-        if (!fj_file_exists(model_dir))
-            snprintf(model_dir, sizeof model_dir, "%s/model", path);
-        store_model_add(s->st, name, w->job_id, model_dir, spec_str(w->spec, "base"), true, NULL);
-        size_t i;
-        json_t *v;
-        json_array_foreach(dropped, i, v) store_model_delete(s->st, json_string_value(v), NULL);
+    model_folder(path, model_dir, sizeof model_dir);
+    struct fj_err err = {0};
+    if (doc && store_checkpoint_add(s->st, w->job_id, step, doc, model_dir,
+                                    spec_str(w->spec, "base"), s->cfg.keep_checkpoints, &err) == 0)
         svc_event(s, w->job_id, "info", "Checkpoint created at step %lld", (long long)step);
-    }
-    json_decref(dropped);
+    else
+        svc_log(s, "job %s: checkpoint %lld not recorded: %s", w->job_id, (long long)step, err.msg);
     json_decref(doc);
 }
 
@@ -469,17 +429,6 @@ bool worker_read(struct svc *s, struct worker *w)
 
 /* ---- the end of a worker ------------------------------------------------------------------- */
 
-static void fail_job(struct svc *s, const char *id, json_t *doc, const char *code,
-                     const char *message, const char *param)
-{
-    json_object_set_new(
-        doc, "error",
-        json_pack("{s:s, s:s, s:s?}", "code", code, "message", message, "param", param));
-    svc_event(s, id, "error", "%s", message);
-    svc_event(s, id, "error", "Job failed");
-    svc_put_status(s, id, doc, "failed");
-}
-
 static void validated(struct svc *s, struct worker *w, json_t *doc)
 {
     const json_t *end = w->end;
@@ -496,7 +445,7 @@ static void validated(struct svc *s, struct worker *w, json_t *doc)
     }
     const char *msg = end ? json_string_value(json_object_get(end, "message")) : NULL;
     if (!msg) {
-        fail_job(s, w->job_id, doc, "server_error", "The validation worker ended without a result",
+        svc_fail(s, w->job_id, doc, "server_error", "The validation worker ended without a result",
                  NULL);
         return;
     }
@@ -514,7 +463,7 @@ static void validated(struct svc *s, struct worker *w, json_t *doc)
         code = "invalid_request";
     }
     char *text = user_text(s, w->spec, msg);
-    fail_job(s, w->job_id, doc, code, text ? text : msg, param);
+    svc_fail(s, w->job_id, doc, code, text ? text : msg, param);
     free(text);
 }
 
@@ -523,13 +472,11 @@ static void succeeded(struct svc *s, struct worker *w, json_t *doc)
     char dir[4200], path[4400], model_dir[4400];
     svc_job_dir(s->st, w->job_id, dir, sizeof dir);
     const char *ft = spec_str(w->spec, "fine_tuned_model");
-    snprintf(model_dir, sizeof model_dir, "%s/adapter", dir);
-    if (!fj_file_exists(model_dir))
-        snprintf(model_dir, sizeof model_dir, "%s/model", dir);
+    model_folder(dir, model_dir, sizeof model_dir);
     struct fj_err err = {0};
     if (store_model_add(s->st, ft, w->job_id, model_dir, spec_str(w->spec, "base"), false, &err) !=
         0) {
-        fail_job(s, w->job_id, doc, "server_error", err.msg, NULL);
+        svc_fail(s, w->job_id, doc, "server_error", err.msg, NULL);
         return;
     }
     svc_event(s, w->job_id, "info", "New fine-tuned model created: %s", ft);
@@ -573,7 +520,7 @@ static void trained(struct svc *s, struct worker *w, json_t *doc, int wstatus)
     else
         snprintf(msg, sizeof msg, "Training failed: the worker exited with status %d",
                  WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1);
-    fail_job(s, w->job_id, doc, "training_failed", msg, NULL);
+    svc_fail(s, w->job_id, doc, "training_failed", msg, NULL);
 }
 
 void worker_finish(struct svc *s, struct worker *w)

@@ -107,20 +107,49 @@ static long long *list_checkpoints(const char *root, size_t *n)
     return steps;
 }
 
+/* A checkpoint goes by renaming first, so that a kill halfway leaves no half checkpoint. */
+static int remove_checkpoint(const char *root, long long step, struct fj_err *err)
+{
+    char path[4400], del[4400];
+    snprintf(path, sizeof path, "%s/ckpt-step-%lld", root, step);
+    snprintf(del, sizeof del, "%s/.del-ckpt-step-%lld", root, step);
+    if (rename(path, del) != 0)
+        return fj_err_set(err, FJ_ERR_IO, "cannot remove checkpoint %s", path);
+    return fj_remove_tree(del, err);
+}
+
 static int rotate(const char *root, int keep, struct fj_err *err)
 {
     size_t n;
     long long *steps = list_checkpoints(root, &n);
     int rc = 0;
-    char path[4400], del[4400];
-    for (size_t i = 0; rc == 0 && keep > 0 && i + (size_t)keep < n; i++) {
-        snprintf(path, sizeof path, "%s/ckpt-step-%lld", root, steps[i]);
-        snprintf(del, sizeof del, "%s/.del-ckpt-step-%lld", root, steps[i]);
-        if (rename(path, del) != 0)
-            rc = fj_err_set(err, FJ_ERR_IO, "cannot remove old checkpoint %s", path);
-        else
-            rc = fj_remove_tree(del, err);
-    }
+    for (size_t i = 0; rc == 0 && keep > 0 && i + (size_t)keep < n; i++)
+        rc = remove_checkpoint(root, steps[i], err);
+    free(steps);
+    return rc;
+}
+
+long long train_checkpoint_newest(const char *out_dir)
+{
+    char root[4400];
+    snprintf(root, sizeof root, "%s/checkpoints", out_dir);
+    size_t n;
+    long long *steps = list_checkpoints(root, &n);
+    long long newest = n ? steps[n - 1] : 0;
+    free(steps);
+    return newest;
+}
+
+int train_checkpoint_drop_after(const char *out_dir, long long step, struct fj_err *err)
+{
+    char root[4400];
+    snprintf(root, sizeof root, "%s/checkpoints", out_dir);
+    size_t n;
+    long long *steps = list_checkpoints(root, &n);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (steps[i] > step)
+            rc = remove_checkpoint(root, steps[i], err);
     free(steps);
     return rc;
 }

@@ -143,6 +143,12 @@ int train_plan_resolve(const struct train_hparams *hp, const struct model *m, si
 
 const char *train_method_name(enum train_method m);
 
+/* The step of the newest checkpoint in out_dir/checkpoints (a run's --out), 0 if none. */
+long long train_checkpoint_newest(const char *out_dir);
+/* Removes out_dir's checkpoints of steps after `step`: a resumed run then starts no later
+ * than step (the service uses it so that every step's metrics are recorded once). */
+int train_checkpoint_drop_after(const char *out_dir, long long step, struct fj_err *err);
+
 /* The resolved plan as a JSON object (train.json's "hyperparameters"). Owned by the caller. */
 json_t *train_plan_json(const struct train_plan *p);
 

@@ -289,6 +289,12 @@ export class Server {
   }
 }
 
+/** A server that SIGTERM stopped must exit 0: anything else is a crash or, in the sanitizer
+ * build, a leak or error report (on its stderr). */
+function exitProblem(srv, r) {
+  return `${srv.label}: exited with code ${r.code} (signal ${r.signal}) after SIGTERM\n${srv.logs(40)}`;
+}
+
 // --- a test with its temp dir and servers -----------------------------------------------------
 export class Harness {
   constructor(name) {
@@ -325,6 +331,7 @@ export class Harness {
     const r = await srv.stop();
     assert.ok(!r.forced, `${srv.label}: still running ${STOP_TIMEOUT_MS / 1000} s after SIGTERM (killed)\n${srv.logs(30)}`);
     assert.deepEqual(r.survivors, [], `${srv.label}: processes left after SIGTERM: ${r.survivors.join(', ')}`);
+    assert.ok(r.code === 0 && !r.signal, exitProblem(srv, r));
     ok(`${srv.label}: SIGTERM stopped it (exit ${r.code ?? r.signal}), no processes left`);
     return r;
   }
@@ -343,6 +350,7 @@ export class Harness {
       const r = await s.stop();
       if (r.forced) problems.push(`${s.label}: still running ${STOP_TIMEOUT_MS / 1000} s after SIGTERM (killed)`);
       if (r.survivors.length) problems.push(`${s.label}: processes left after SIGTERM: ${r.survivors.join(', ')}`);
+      if (!r.forced && (r.code !== 0 || r.signal)) problems.push(exitProblem(s, r));
     }
     if (!passed || problems.length) {
       for (const s of this.servers) console.log(s.logs());

@@ -118,6 +118,27 @@ static void test_ids(void)
     store_close(s);
 }
 
+/* A page of a list as JSON, its first and last ids checked against its rows. */
+static json_t *docs(int rc, struct store_list *l, bool *more)
+{
+    CHECK(rc == 0);
+    *more = false;
+    if (rc != 0)
+        return json_array();
+    json_t *arr = json_loads(l->data, 0, NULL);
+    CHECK(json_is_array(arr));
+    size_t n = json_array_size(arr);
+    if (n > 0) {
+        CHECK_STR(l->first_id, json_string_value(json_object_get(json_array_get(arr, 0), "id")));
+        CHECK_STR(l->last_id, json_string_value(json_object_get(json_array_get(arr, n - 1), "id")));
+    } else {
+        CHECK(l->first_id[0] == '\0' && !l->has_more);
+    }
+    *more = l->has_more;
+    store_list_free(l);
+    return arr ? arr : json_array();
+}
+
 static json_t *job_doc(const char *id, const char *status, const char *train, json_t *md)
 {
     return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", id, "status", status, "created_at",
@@ -140,11 +161,12 @@ static void test_jobs_pages_and_filter(void)
     /* Newest first, two at a time: 4 3 | 2 1 | 0. */
     struct store_page page = {.after = NULL, .limit = 2};
     json_t *list;
+    struct store_list sl;
     bool more;
     int seen = 0, pages = 0;
     char after[STORE_ID_MAX];
     do {
-        CHECK(store_job_list(s, NULL, &page, &list, &more, NULL) == 0);
+        list = docs(store_job_list(s, NULL, &page, &sl, NULL), &sl, &more);
         for (size_t k = 0; k < json_array_size(list); k++, seen++)
             CHECK_STR(json_string_value(json_object_get(json_array_get(list, k), "id")),
                       ids[4 - seen]);
@@ -161,7 +183,7 @@ static void test_jobs_pages_and_filter(void)
     /* metadata filter: the odd ones (1, 3), newest first. */
     json_t *want = json_pack("{s:s}", "team", "odd");
     page = (struct store_page){.after = NULL, .limit = 20};
-    CHECK(store_job_list(s, want, &page, &list, &more, NULL) == 0);
+    list = docs(store_job_list(s, want, &page, &sl, NULL), &sl, &more);
     CHECK(json_array_size(list) == 2 && !more);
     if (json_array_size(list) == 2) {
         CHECK_STR(json_string_value(json_object_get(json_array_get(list, 0), "id")), ids[3]);
@@ -169,7 +191,7 @@ static void test_jobs_pages_and_filter(void)
     }
     json_decref(list);
     json_object_set_new(want, "team", json_string("nobody"));
-    CHECK(store_job_list(s, want, &page, &list, &more, NULL) == 0);
+    list = docs(store_job_list(s, want, &page, &sl, NULL), &sl, &more);
     CHECK(json_array_size(list) == 0);
     json_decref(list);
     json_decref(want);
@@ -235,27 +257,39 @@ static void test_events_and_checkpoints(void)
     }
     struct store_page page = {.limit = 20};
     json_t *list;
+    struct store_list sl;
     bool more;
-    CHECK(store_event_list(s, jid, &page, &list, &more, NULL) == 0);
+    list = docs(store_event_list(s, jid, &page, &sl, NULL), &sl, &more);
     CHECK(json_array_size(list) == 20 && more);
     CHECK_STR(json_string_value(json_object_get(json_array_get(list, 0), "message")), "event 24");
     json_decref(list);
-    /* Checkpoints at steps 10..50, three kept: 50 40 30; the dropped names come back. */
+    /* Checkpoints at steps 10..50, three kept: 50 40 30. Each is a model name until it is
+     * dropped: after step 40 the name of step 10 is gone, those of 20..40 remain. */
     for (int step = 10; step <= 50; step += 10) {
         char id[STORE_ID_MAX], name[64];
         store_new_id("ftckpt-", id);
         snprintf(name, sizeof name, "ft:m:o::x:ckpt-step-%d", step);
         json_t *doc = json_pack("{s:s, s:s, s:i}", "id", id, "fine_tuned_model_checkpoint", name,
                                 "step_number", step);
-        json_t *dropped = NULL;
-        CHECK(store_checkpoint_add(s, jid, step, doc, "/p", 3, &dropped, NULL) == 0);
-        CHECK(json_array_size(dropped) == (step > 30 ? 1u : 0u));
-        if (step == 40)
-            CHECK_STR(json_string_value(json_array_get(dropped, 0)), "ft:m:o::x:ckpt-step-10");
-        json_decref(dropped);
+        CHECK(store_checkpoint_add(s, jid, step, doc, "/p/model", "base", 3, NULL) == 0);
+        CHECK(store_model_get(s, name, NULL, 0, NULL, NULL) == 0);
+        if (step == 40) {
+            CHECK(store_model_get(s, "ft:m:o::x:ckpt-step-10", NULL, 0, NULL, NULL) ==
+                  FJ_ERR_NOT_FOUND);
+            CHECK(store_model_get(s, "ft:m:o::x:ckpt-step-20", NULL, 0, NULL, NULL) == 0);
+        }
         json_decref(doc);
     }
-    CHECK(store_checkpoint_list(s, jid, &page, &list, &more, NULL) == 0);
+    /* Deleting the fine-tuned model takes its job's checkpoint names with it, and nothing
+     * of another job whose name merely looks alike (LIKE's '_' would have matched). */
+    char other[STORE_ID_MAX];
+    store_new_id("ftjob-", other);
+    CHECK(store_model_add(s, "ft:m:o:a_b:x", jid, "/p/model", "base", false, NULL) == 0);
+    CHECK(store_model_add(s, "ft:m:o:aXb:x:ckpt-step-1", other, "/q", "base", true, NULL) == 0);
+    CHECK(store_model_delete(s, "ft:m:o:a_b:x", NULL) == 0);
+    CHECK(store_model_get(s, "ft:m:o::x:ckpt-step-50", NULL, 0, NULL, NULL) == FJ_ERR_NOT_FOUND);
+    CHECK(store_model_get(s, "ft:m:o:aXb:x:ckpt-step-1", NULL, 0, NULL, NULL) == 0);
+    list = docs(store_checkpoint_list(s, jid, &page, &sl, NULL), &sl, &more);
     CHECK(json_array_size(list) == 3 && !more);
     CHECK_EQ_U(json_integer_value(json_object_get(json_array_get(list, 0), "step_number")), 50);
     CHECK_EQ_U(json_integer_value(json_object_get(json_array_get(list, 2), "step_number")), 30);
