@@ -8,6 +8,7 @@
  *   out = mid + act @ Wdown^T + bdown (+ LoRA)
  * norm is RMSNorm (Llama, Qwen2) or LayerNorm (GPT-2); rope only for Llama and Qwen2.
  */
+#include <omp.h>
 #include <string.h>
 
 #include "core/rng.h"
@@ -55,6 +56,7 @@ void block_norm_backward(const struct model *m, float *dx, const float *dout, co
 
 /* ---- LoRA --------------------------------------------------------------------------- */
 
+/* out[:, col:] += scale * (dropout(x) @ A^T) @ B^T for site si of m's attached adapter. */
 static void lora_forward(const struct model *m, size_t si, float *out, int ldo, const float *x,
                          int N, const struct block_bufs *bb, bool train, uint64_t seed)
 {
@@ -70,6 +72,15 @@ static void lora_forward(const struct model *m, size_t si, float *out, int ldo, 
     /* h (N, r) = xin (N, in) @ A^T;  out[:, col:] += scale * h @ B^T */
     nn_gemm(false, true, N, r, s->in, 1.0f, xin, s->in, s->A, s->in, 0.0f, h, r);
     nn_gemm(false, true, N, s->width, r, m->lora_scale, h, r, s->B, r, 1.0f, out + s->col, ldo);
+}
+
+/* The same for a detached adapter on N rows (inference: no dropout); h holds N * r. */
+static void adapter_forward(const struct model_adapter *a, const struct model_lora_site *s,
+                            float *out, int ldo, const float *x, int N, float *h)
+{
+    int r = a->lora.r;
+    nn_gemm(false, true, N, r, s->in, 1.0f, x, s->in, s->A, s->in, 0.0f, h, r);
+    nn_gemm(false, true, N, s->width, r, a->scale, h, r, s->B, r, 1.0f, out + s->col, ldo);
 }
 
 static void lora_backward(const struct model *m, size_t si, float *dx, const float *dout, int ldo,
@@ -99,14 +110,59 @@ static void lora_backward(const struct model *m, size_t si, float *dx, const flo
     }
 }
 
-/* Runs the LoRA sites of layer l on linear `lin`. */
+/* Runs the LoRA sites of layer l on linear `lin`: the model's attached adapter on every
+ * row, or in an inference batch each segment's adapter on its rows (runs of segments with
+ * the same adapter in one product). */
 static void lora_sites_forward(const struct model *m, int l, enum model_linear lin, float *out,
-                               int ldo, const float *x, int N, const struct block_bufs *bb,
-                               bool train, uint64_t seed)
+                               int ldo, const float *x, int ldx, int N, const struct block_bufs *bb,
+                               const struct block_attn *at, bool train, uint64_t seed)
 {
-    for (size_t si = 0; si < m->n_sites; si++)
-        if (m->sites[si].layer == l && m->sites[si].linear == lin)
-            lora_forward(m, si, out, ldo, x, N, bb, train, seed);
+    if (!at->segs) {
+        for (size_t si = 0; si < m->n_sites; si++)
+            if (m->sites[si].layer == l && m->sites[si].linear == lin)
+                lora_forward(m, si, out, ldo, x, N, bb, train, seed);
+        return;
+    }
+    for (int i = 0; i < at->n_segs;) {
+        const struct model_adapter *a = at->segs[i].adapter;
+        int j = i + 1;
+        while (j < at->n_segs && at->segs[j].adapter == a)
+            j++;
+        int row0 = at->segs[i].row0, rows = at->segs[j - 1].row0 + at->segs[j - 1].n - row0;
+        for (size_t si = 0; a && si < a->n_sites; si++)
+            if (a->sites[si].layer == l && a->sites[si].linear == lin)
+                adapter_forward(a, &a->sites[si], out + (size_t)row0 * ldo, ldo,
+                                x + (size_t)row0 * ldx, rows, bb->lora_h);
+        for (size_t si = 0; !a && si < m->n_sites; si++) /* the model's attached adapter */
+            if (m->sites[si].layer == l && m->sites[si].linear == lin)
+                lora_forward(m, si, out + (size_t)row0 * ldo, ldo, x + (size_t)row0 * ldx, rows, bb,
+                             false, 0);
+        i = j;
+    }
+}
+
+/* Inference attention: each segment appends its rows' k, v to its cache and attends over
+ * it. Segments run in parallel (each on one thread) when there are several. */
+static void attend_cached(const struct model *m, const struct block_bufs *bb,
+                          const struct block_attn *at)
+{
+    const struct model_config *c = &m->cfg;
+    int HS = c->head_dim, NH = c->n_head, NKV = c->n_kv_head;
+    int QKV = m->QKV, AH = m->AH, KVW = NKV * HS;
+#pragma omp parallel for schedule(dynamic, 1) if (at->n_segs > 1)
+    for (int i = 0; i < at->n_segs; i++) {
+        const struct block_seg *sg = &at->segs[i];
+        const float *qkv = bb->qkv + (size_t)sg->row0 * QKV;
+        for (int n = 0; n < sg->n; n++) {
+            memcpy(sg->k_cache + (size_t)(sg->past + n) * KVW, qkv + (size_t)n * QKV + AH,
+                   (size_t)KVW * sizeof(float));
+            memcpy(sg->v_cache + (size_t)(sg->past + n) * KVW, qkv + (size_t)n * QKV + AH + KVW,
+                   (size_t)KVW * sizeof(float));
+        }
+        float *att = at->att_scratch + (size_t)omp_get_thread_num() * at->att_stride;
+        nn_attention_forward(bb->atty + (size_t)sg->row0 * AH, AH, att, qkv, QKV, sg->k_cache, KVW,
+                             sg->v_cache, KVW, NULL, 1, sg->n, sg->past + sg->n, NH, NKV, HS);
+    }
 }
 
 static void lora_sites_backward(const struct model *m, int l, enum model_linear lin, float *dx,
@@ -132,32 +188,23 @@ void block_forward(const struct model *m, int l, float *out, const float *x,
 
     norm_forward(m, bb->ln1, bb->ln1_mean, bb->ln1_rstd, x, y->ln1_w, y->ln1_b, N);
     nn_linear_forward(bb->qkv, QKV, bb->ln1, y->wqkv, y->bqkv, N, C, QKV, false);
-    lora_sites_forward(m, l, MODEL_LINEAR_QKV, bb->qkv, QKV, bb->ln1, N, bb, train, seed);
+    lora_sites_forward(m, l, MODEL_LINEAR_QKV, bb->qkv, QKV, bb->ln1, C, N, bb, at, train, seed);
     if (c->arch != MODEL_ARCH_GPT2) {
         nn_rope_forward(bb->qkv, QKV, at->pos, at->cos_t, at->sin_t, N, NH, HS);
         nn_rope_forward(bb->qkv + AH, QKV, at->pos, at->cos_t, at->sin_t, N, NKV, HS);
     }
-    if (at->k_cache) {
-        /* inference: append this chunk's k, v to the cache, attend over all of it */
-        for (int n = 0; n < N; n++) {
-            memcpy(at->k_cache + (size_t)(at->past + n) * KVW, bb->qkv + (size_t)n * QKV + AH,
-                   (size_t)KVW * sizeof(float));
-            memcpy(at->v_cache + (size_t)(at->past + n) * KVW, bb->qkv + (size_t)n * QKV + AH + KVW,
-                   (size_t)KVW * sizeof(float));
-        }
-        nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, at->k_cache, KVW, at->v_cache,
-                             KVW, NULL, 1, N, at->past + N, NH, NKV, HS);
-    } else {
+    if (at->segs)
+        attend_cached(m, bb, at);
+    else
         nn_attention_forward(bb->atty, AH, bb->att, bb->qkv, QKV, bb->qkv + AH, QKV,
                              bb->qkv + AH + KVW, QKV, at->kstart, at->B, at->T, at->T, NH, NKV, HS);
-    }
     memcpy(bb->mid, x, (size_t)N * C * sizeof(float));
     nn_linear_forward(bb->mid, C, bb->atty, y->wo, y->bo, N, AH, C, true);
-    lora_sites_forward(m, l, MODEL_LINEAR_O, bb->mid, C, bb->atty, N, bb, train, seed);
+    lora_sites_forward(m, l, MODEL_LINEAR_O, bb->mid, C, bb->atty, AH, N, bb, at, train, seed);
 
     norm_forward(m, bb->ln2, bb->ln2_mean, bb->ln2_rstd, bb->mid, y->ln2_w, y->ln2_b, N);
     nn_linear_forward(bb->hid, HID, bb->ln2, y->wup, y->bup, N, C, HID, false);
-    lora_sites_forward(m, l, MODEL_LINEAR_UP, bb->hid, HID, bb->ln2, N, bb, train, seed);
+    lora_sites_forward(m, l, MODEL_LINEAR_UP, bb->hid, HID, bb->ln2, C, N, bb, at, train, seed);
     if (c->arch == MODEL_ARCH_GPT2)
         nn_gelu_forward(bb->actv, bb->hid, (size_t)N * FF, c->act == MODEL_ACT_GELU_TANH);
     else
@@ -165,7 +212,7 @@ void block_forward(const struct model *m, int l, float *out, const float *x,
     if (out != bb->mid)
         memcpy(out, bb->mid, (size_t)N * C * sizeof(float));
     nn_linear_forward(out, C, bb->actv, y->wdown, y->bdown, N, FF, C, true);
-    lora_sites_forward(m, l, MODEL_LINEAR_DOWN, out, C, bb->actv, N, bb, train, seed);
+    lora_sites_forward(m, l, MODEL_LINEAR_DOWN, out, C, bb->actv, FF, N, bb, at, train, seed);
 }
 
 void block_backward(const struct model *m, int l, float *dres, const float *x,

@@ -34,15 +34,26 @@ struct block_grads {
     float *lora_dx;     /* (N, max LoRA input width) */
 };
 
-/* Positions and attention inputs. Training: B rows of T tokens, k/v taken from qkv.
- * Inference: k_cache/v_cache (max_T, NKV*HS) of one sequence with `past` tokens cached. */
+/* One sequence of an inference batch: rows row0 .. row0 + n - 1 are its new tokens, which
+ * come after the `past` tokens already in its caches (max_T, NKV*HS) per layer. */
+struct block_seg {
+    int row0, n, past;
+    float *k_cache, *v_cache;            /* this layer's */
+    const struct model_adapter *adapter; /* LoRA applied to these rows, or NULL */
+};
+
+/* Positions and attention inputs. Training: B rows of T tokens, k/v taken from qkv, LoRA
+ * from the model's attached adapter. Inference: segs, each attending to its own cache, with
+ * its own adapter; att_scratch holds NH * max_rows * max_T floats per thread. */
 struct block_attn {
     const int32_t *pos;         /* (N) position of each row */
     const int32_t *kstart;      /* (N) first key each row sees (packed rows), or NULL: 0 */
     const float *cos_t, *sin_t; /* rotary tables (positions, HS/2) */
     int B, T;
-    float *k_cache, *v_cache;
-    int past;
+    const struct block_seg *segs;
+    int n_segs;
+    float *att_scratch;
+    size_t att_stride; /* floats per thread */
 };
 
 /* out (N, C) = the block's output for input x (N, C). out must not alias x. */

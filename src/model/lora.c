@@ -395,3 +395,61 @@ int model_lora_save(const struct model *m, const char *dir, const char *base_mod
     free(entries);
     return rc;
 }
+
+/* ---- adapters held apart from the model ----------------------------------------------- */
+
+/* Takes the attached adapter off m (its gradients are dropped): m is the base again. */
+static struct model_adapter *adapter_detach(struct model *m, bool keep, struct fj_err *err)
+{
+    struct model_adapter *a = keep ? calloc(1, sizeof *a) : NULL;
+    if (keep && !a)
+        fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
+    if (a) {
+        *a = (struct model_adapter){.base = m,
+                                    .lora = m->lora,
+                                    .scale = m->lora_scale,
+                                    .sites = m->sites,
+                                    .n_sites = m->n_sites,
+                                    .w = m->lora_w};
+        for (size_t i = m->n_base_params; i < m->n_params; i++)
+            a->n_floats += m->params[i].numel;
+        for (size_t s = 0; s < a->n_sites; s++)
+            a->sites[s].dA = a->sites[s].dB = NULL;
+    } else {
+        free(m->sites);
+        free(m->lora_w);
+    }
+    free(m->lora_g);
+    m->sites = NULL;
+    m->lora_w = m->lora_g = NULL;
+    m->n_sites = 0;
+    m->n_params = m->n_base_params;
+    m->has_lora = false;
+    return a;
+}
+
+struct model_adapter *model_adapter_load(struct model *m, const char *dir, struct fj_err *err)
+{
+    if (m->has_lora) {
+        fj_err_set(err, FJ_ERR_INVALID, "the model already has an adapter attached");
+        return NULL;
+    }
+    int rc = model_lora_load(m, dir, err);
+    if (!m->has_lora)
+        return NULL;
+    return adapter_detach(m, rc == 0, err);
+}
+
+void model_adapter_free(struct model_adapter *a)
+{
+    if (!a)
+        return;
+    free(a->sites);
+    free(a->w);
+    free(a);
+}
+
+size_t model_adapter_bytes(const struct model_adapter *a)
+{
+    return a->n_floats * sizeof(float) + a->n_sites * sizeof *a->sites;
+}

@@ -182,6 +182,54 @@ void model_backward(struct model_run *r, double n_tokens);
 
 /* ---- inference with a KV cache ---------------------------------------------------------- */
 
+/* The keys and values of one sequence, up to max_T tokens (<= the config's context). */
+struct model_cache;
+struct model_cache *model_cache_new(const struct model *m, int max_T, struct fj_err *err);
+void model_cache_free(struct model_cache *c);
+/* The bytes model_cache_new(m, max_T) allocates (for memory accounting). */
+size_t model_cache_bytes(const struct model *m, int max_T);
+int model_cache_len(const struct model_cache *c);
+int model_cache_capacity(const struct model_cache *c);
+void model_cache_reset(struct model_cache *c);
+
+/* A LoRA adapter held apart from the model, so that one base in memory serves many
+ * adapters: each sequence of a batch names its own. Loading briefly attaches the adapter
+ * to m (PEFT files, as model_lora_load), so no other thread may run m meanwhile. m must
+ * have no adapter attached. */
+struct model_adapter;
+struct model_adapter *model_adapter_load(struct model *m, const char *dir, struct fj_err *err);
+void model_adapter_free(struct model_adapter *a);
+size_t model_adapter_bytes(const struct model_adapter *a);
+
+/* Which logits a sequence of a batch wants. */
+enum model_logits { MODEL_LOGITS_NONE, MODEL_LOGITS_LAST, MODEL_LOGITS_ALL };
+
+/* One sequence's part of a batch: n new tokens after those in its cache. */
+struct model_seq {
+    struct model_cache *cache;
+    const struct model_adapter *adapter; /* NULL: the base (or the model's attached adapter) */
+    const int32_t *tokens;
+    int n;
+    enum model_logits logits;
+};
+
+/* Scratch for batches of up to max_rows tokens in all, at most max_seg of them from one
+ * sequence, with the thread count in force (nn_threads) at creation. Owned by the caller;
+ * one batch per thread. */
+struct model_batch;
+struct model_batch *model_batch_new(const struct model *m, int max_rows, int max_seg,
+                                    struct fj_err *err);
+void model_batch_free(struct model_batch *b);
+size_t model_batch_bytes(const struct model *m, int max_rows, int max_seg);
+
+/* Runs every sequence's new tokens, appending them to its cache, and writes the wanted
+ * logits to logits (rows, V): for each sequence in order its last token's row (LAST) or
+ * all n rows (ALL). Each sequence gets the logits it would get alone. FJ_ERR_RANGE when a
+ * cache would overflow, an id is out of the vocabulary or the batch is too big. */
+int model_batch_forward(struct model_batch *b, struct model_seq *seqs, int n_seqs, float *logits,
+                        struct fj_err *err);
+
+/* One sequence on its own (forja generate, tests): a cache and a batch of one. */
 struct model_kv;
 
 /* A cache for one sequence of up to max_T tokens (<= the config's context). */

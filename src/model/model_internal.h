@@ -33,6 +33,18 @@ struct model_lora_site {
     float *B, *dB;  /* (width, r) */
 };
 
+/* A LoRA adapter's weights: the model's own (training, model_lora_*), or one detached from
+ * it (model_adapter_load) that inference applies to some rows of a batch. */
+struct model_adapter {
+    const struct model *base; /* the model it was loaded for */
+    struct model_lora_config lora;
+    float scale; /* alpha / r (alpha / sqrt(r) with rsLoRA) */
+    struct model_lora_site *sites;
+    size_t n_sites;
+    float *w; /* all A and B matrices */
+    size_t n_floats;
+};
+
 struct model {
     struct model_config cfg;
     int QKV, AH, HID; /* derived widths, see struct model_layer */
