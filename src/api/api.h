@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "core/err.h"
+#include "infer/infer.h"
 #include "store/store.h"
 #include "svc/svc.h"
 
@@ -38,6 +39,7 @@ struct api_config {
     int timeout_s;                            /* an idle connection is closed after this */
     const char *org;                          /* the organization in fine-tuned model names */
     json_t *aliases;                          /* {"gpt-4o": "forja-base", ...}; borrowed */
+    struct infer *inf;                        /* the inference engine (chat); borrowed */
     void (*log)(void *ctx, const char *line); /* one line per request (may be NULL) */
     void *log_ctx;
 };

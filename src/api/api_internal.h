@@ -11,8 +11,10 @@
 
 #include "api/api.h"
 #include "core/buf.h"
+#include "infer/infer.h"
 
-enum api_family { API_OPENAI, API_AZURE, API_BARE }; /* /v1, /openai, neither */
+/* /v1, /openai, Azure's management paths (/subscriptions/...: deployments), neither */
+enum api_family { API_OPENAI, API_AZURE, API_ARM, API_BARE };
 
 struct api_counter {
     const char *route; /* a route's name: static storage */
@@ -33,21 +35,31 @@ struct api_server {
     struct api_counter counters[API_MAX_COUNTERS];
     int n_counters;
     uint64_t upload_bytes;
+    /* deployments (deploy.c) */
+    struct infer *inf; /* borrowed */
+    pthread_mutex_t deploy_lock;
+    pthread_cond_t deploy_cond;
+    struct api_deploy *deploys;
+    int loaders; /* deployment loads in flight */
+    bool stopping;
 };
 
 struct api_req;
 typedef void (*api_handler)(struct api_req *r);
 
-#define API_MAX_PARAMS 3
+#define API_MAX_PARAMS 4
 
 /* How a route reads its body. */
 enum api_body { BODY_NONE, BODY_JSON, BODY_MULTIPART };
+
+/* Which families a route belongs to. */
+enum api_scope { SCOPE_BOTH, SCOPE_AZURE, SCOPE_ARM };
 
 struct api_route {
     const char *method;
     const char *pattern; /* "/files/{}/content": {} matches one path segment */
     enum api_body body;
-    bool azure_only;
+    enum api_scope scope;
     api_handler fn;
     const char *name; /* for logs and metrics */
 };
@@ -77,6 +89,9 @@ struct api_req {
     bool have_file, upload_failed;
     char head[8192]; /* the upload's first bytes, for the quick check */
     size_t head_len;
+    /* a chat completion answered later (chat.c): the connection is suspended meanwhile */
+    struct api_chat *chat;
+    int retry_after; /* seconds, sent as retry-after when > 0 */
 };
 
 /* reply.c */
@@ -84,6 +99,8 @@ void api_reply_json(struct api_req *r, int status, json_t *body);              /
 void api_reply_created(struct api_req *r, json_t *body, const char *location); /* 200 or 201 */
 void api_reply_text(struct api_req *r, int status, const char *type, char *text, size_t len);
 void api_reply_fd(struct api_req *r, int fd, uint64_t size, const char *type);
+/* Queues resp (a streaming response) with the common headers; takes resp. */
+void api_reply_response(struct api_req *r, int status, struct MHD_Response *resp, const char *type);
 /* An error in the envelope of r's family: type is OpenAI's ("invalid_request_error", ...),
  * code may be NULL (then the type stands in on Azure), param may be NULL. */
 void api_error(struct api_req *r, int status, const char *type, const char *code, const char *param,
@@ -108,7 +125,7 @@ void api_reply_list(struct api_req *r, struct store_list *l);
 json_t *api_body_object(struct api_req *r);
 
 /* route.c */
-const struct api_route *api_route_find(const char *method, const char *path, bool azure,
+const struct api_route *api_route_find(const char *method, const char *path, enum api_family family,
                                        struct api_req *r, bool *path_known);
 
 /* metrics.c */
@@ -146,5 +163,37 @@ void api_h_model_delete(struct api_req *r);
  * name is unknown, FJ_ERR_INVALID if it cannot be trained from. */
 int api_model_resolve(struct api_server *srv, const char *name, char *model, size_t cap, char *base,
                       size_t base_cap, bool *alias, struct fj_err *err);
+/* The folders a model name is served from: a model folder, and for a LoRA fine-tune or
+ * checkpoint its adapter folder (adapter is "" otherwise). FJ_ERR_NOT_FOUND if unknown. */
+int api_model_folders(struct api_server *srv, const char *name, char *model, size_t cap,
+                      char *adapter, size_t adapter_cap, struct fj_err *err);
+
+/* chat.c */
+void api_h_chat(struct api_req *r);
+/* The next step of a chat whose connection was resumed (server.c). */
+void api_chat_resume(struct api_req *r);
+/* The request is over (answered, or the client went away): stops the generation. */
+void api_chat_free(struct api_req *r);
+
+/* deploy.c */
+void api_h_deploy_put(struct api_req *r);
+void api_h_deploy_get(struct api_req *r);
+void api_h_deploy_list(struct api_req *r);
+void api_h_deploy_delete(struct api_req *r);
+/* Loads the stored deployments (at start) / stops their loads and drops them (at stop). */
+void api_deploy_start(struct api_server *srv);
+void api_deploy_stop(struct api_server *srv);
+/* A held model for deployment name (and its model's name): NULL and 404 replied when it is
+ * unknown or not loaded yet. */
+struct infer_model *api_deploy_acquire(struct api_req *r, const char *name, char *model_name,
+                                       size_t cap);
+/* Takes tokens from the deployment's per-minute budget: false and 429 (with retry-after)
+ * replied when it lacks them. api_deploy_settle gives back what was not used. */
+bool api_deploy_reserve(struct api_req *r, const char *name, int tokens);
+void api_deploy_settle(struct api_server *srv, const char *name, int reserved, int used);
+/* Whether a deployment of that name exists (in any state). */
+bool api_deploy_exists(struct api_server *srv, const char *name);
+/* The name of a deployment of model, or false. */
+bool api_deploy_of_model(struct api_server *srv, const char *model, char *name, size_t cap);
 
 #endif

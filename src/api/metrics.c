@@ -57,6 +57,27 @@ void api_h_metrics(struct api_req *r)
                   "running jobs together.\n# TYPE forja_training_tokens_per_second gauge\n"
                   "forja_training_tokens_per_second %.3f\n",
                   svc_tokens_per_s(srv->svc));
+    if (srv->inf) {
+        struct infer_stats is;
+        uint64_t used, budget;
+        infer_stats(srv->inf, &is);
+        infer_memory(srv->inf, &used, &budget);
+        fj_buf_printf(&b,
+                      "# HELP forja_inference_tokens_total Tokens processed by the inference "
+                      "engine.\n# TYPE forja_inference_tokens_total counter\n"
+                      "forja_inference_tokens_total{kind=\"prompt\"} %llu\n"
+                      "forja_inference_tokens_total{kind=\"generated\"} %llu\n"
+                      "# HELP forja_inference_sequences Sequences running and requests "
+                      "waiting.\n# TYPE forja_inference_sequences gauge\n"
+                      "forja_inference_sequences{state=\"running\"} %d\n"
+                      "forja_inference_sequences{state=\"queued\"} %d\n"
+                      "# HELP forja_inference_memory_bytes Inference memory in use and its "
+                      "budget.\n# TYPE forja_inference_memory_bytes gauge\n"
+                      "forja_inference_memory_bytes{kind=\"used\"} %llu\n"
+                      "forja_inference_memory_bytes{kind=\"budget\"} %llu\n",
+                      (unsigned long long)is.prompt_tokens, (unsigned long long)is.generated_tokens,
+                      is.running, is.queued, (unsigned long long)used, (unsigned long long)budget);
+    }
     if (!b.data) {
         api_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return;

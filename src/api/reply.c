@@ -21,10 +21,22 @@ static void queue(struct api_req *r, int status, struct MHD_Response *resp, cons
     MHD_add_response_header(resp, "x-request-id", r->id);
     if (location)
         MHD_add_response_header(resp, "Location", location);
+    if (r->retry_after > 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", r->retry_after);
+        MHD_add_response_header(resp, "retry-after", v);
+        snprintf(v, sizeof v, "%d", r->retry_after * 1000);
+        MHD_add_response_header(resp, "retry-after-ms", v);
+    }
     MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
     r->replied = true;
+}
+
+void api_reply_response(struct api_req *r, int status, struct MHD_Response *resp, const char *type)
+{
+    queue(r, status, resp, type, NULL);
 }
 
 void api_reply_text(struct api_req *r, int status, const char *type, char *text, size_t len)
@@ -77,6 +89,8 @@ void api_reply_fd(struct api_req *r, int fd, uint64_t size, const char *type)
 static json_t *envelope(const struct api_req *r, const char *type, const char *code,
                         const char *param, const char *msg)
 {
+    if (r->family == API_ARM) /* Azure Resource Manager's envelope */
+        return json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : type, "message", msg);
     if (r->family == API_AZURE)
         return json_pack("{s:{s:s, s:s, s:s?, s:s?, s:s, s:[]}}", "error", "code",
                          code ? code : type, "message", msg, "param", param, "target", param,

@@ -65,6 +65,10 @@ static void auth_failed(struct api_req *r, const char *key)
                         "Access denied due to invalid subscription key or wrong API endpoint. "
                         "Make sure to provide a valid key for an active subscription and use a "
                         "correct regional API endpoint for your resource.");
+    else if (key && strncmp(key, "fjm_", 4) == 0)
+        api_error_later(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                        "A management token (forja token) is for the deployment routes only; "
+                        "this route takes an API key (forja keys create).");
     else if (!key)
         api_error_later(r, 401, "invalid_request_error", NULL, NULL,
                         "You didn't provide an API key. You need to provide your API key in an "
@@ -73,6 +77,24 @@ static void auth_failed(struct api_req *r, const char *key)
     else
         api_error_later(r, 401, "invalid_request_error", "invalid_api_key", NULL,
                         "Incorrect API key provided. `forja keys list` shows the server's keys.");
+}
+
+/* Azure Resource Manager routes take only a management token (forja token). */
+static void arm_auth(struct api_req *r)
+{
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    const char *token = h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : NULL;
+    if (!token)
+        api_error_later(r, 401, "invalid_request_error", "AuthenticationFailed", NULL,
+                        "Authentication failed. The 'Authorization' header is missing; send "
+                        "'Authorization: Bearer TOKEN' with a token from `forja token`.");
+    else if (!store_token_check(r->srv->st, token))
+        api_error_later(r, 401, "invalid_request_error", "InvalidAuthenticationToken", NULL,
+                        strncmp(token, "fj-", 3) == 0
+                            ? "An API key cannot manage deployments; use a management token "
+                              "from `forja token`."
+                            : "The access token is invalid or has expired; get a new one with "
+                              "`forja token`.");
 }
 
 /* ---- a request's first call: family, route, key, limits ------------------------------------ */
@@ -87,19 +109,21 @@ static void classify(struct api_req *r, const char *url)
     } else if (strncmp(r->path, "/openai/", 8) == 0 || strcmp(r->path, "/openai") == 0) {
         r->family = API_AZURE;
         rest = r->path + 7;
+    } else if (strncmp(r->path, "/subscriptions/", 15) == 0) {
+        r->family = API_ARM;
     } else {
         r->family = API_BARE;
     }
     if (r->family == API_BARE) {
         if (strcmp(r->path, "/healthz") == 0 && strcmp(r->method, "GET") == 0) {
-            static const struct api_route healthz = {"GET", "/healthz",    BODY_NONE,
-                                                     false, api_h_healthz, "healthz"};
+            static const struct api_route healthz = {"GET",      "/healthz",    BODY_NONE,
+                                                     SCOPE_BOTH, api_h_healthz, "healthz"};
             r->route = &healthz;
             return;
         }
         if (strcmp(r->path, "/metrics") == 0 && strcmp(r->method, "GET") == 0) {
-            static const struct api_route metrics = {"GET", "/metrics",    BODY_NONE,
-                                                     false, api_h_metrics, "metrics"};
+            static const struct api_route metrics = {"GET",      "/metrics",    BODY_NONE,
+                                                     SCOPE_BOTH, api_h_metrics, "metrics"};
             r->route = &metrics;
         }
         if (!presented_key(r) || !store_key_check(r->srv->st, presented_key(r)))
@@ -109,8 +133,8 @@ static void classify(struct api_req *r, const char *url)
         return;
     }
     bool known = false;
-    r->route = api_route_find(r->method, rest, r->family == API_AZURE, r, &known);
-    if (r->family == API_AZURE && !api_query(r, "api-version")) {
+    r->route = api_route_find(r->method, rest, r->family, r, &known);
+    if (r->family != API_OPENAI && !api_query(r, "api-version")) {
         api_error_later(r, 400, "invalid_request_error", "MissingApiVersionParameter",
                         "api-version",
                         "The api-version query parameter (?api-version=) is required for all "
@@ -118,7 +142,11 @@ static void classify(struct api_req *r, const char *url)
         return;
     }
     const char *key = presented_key(r);
-    if (!key || !store_key_check(r->srv->st, key)) {
+    if (r->family == API_ARM) {
+        arm_auth(r);
+        if (r->pending_status)
+            return;
+    } else if (!key || !store_key_check(r->srv->st, key)) {
         auth_failed(r, key);
         return;
     }
@@ -197,7 +225,7 @@ static void dispatch(struct api_req *r)
     }
     if (r->route)
         r->route->fn(r);
-    if (!r->replied)
+    if (!r->replied && !r->chat) /* a chat answers later, from its generation */
         api_error(r, 500, "server_error", NULL, NULL, "The request was not answered");
 }
 
@@ -219,7 +247,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (!r->replied)
+    if (r->chat && !r->replied)
+        api_chat_resume(r);
+    else if (!r->replied)
         dispatch(r);
     return MHD_YES;
 }
@@ -241,6 +271,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed early)");
         srv->cfg.log(srv->cfg.log_ctx, line);
     }
+    api_chat_free(r);
     api_upload_free(r);
     fj_buf_free(&r->body);
     free(r);
@@ -267,8 +298,13 @@ int api_start(struct api_server **out, struct store *st, struct svc *svc,
     srv->cfg = *cfg;
     srv->aliases = cfg->aliases ? json_deep_copy(cfg->aliases) : json_object();
     srv->cfg.aliases = srv->aliases;
+    srv->inf = cfg->inf;
     pthread_mutex_init(&srv->metrics_lock, NULL);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    pthread_mutex_init(&srv->deploy_lock, NULL);
+    pthread_cond_init(&srv->deploy_cond, NULL);
+    /* suspend/resume: a chat's connection waits for its tokens without holding a thread */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads > 0 ? cfg->threads : 4),
@@ -283,6 +319,7 @@ int api_start(struct api_server **out, struct store *st, struct svc *svc,
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : cfg->port;
+    api_deploy_start(srv);
     *out = srv;
     return 0;
 }
@@ -297,7 +334,10 @@ void api_stop(struct api_server *srv)
     if (!srv)
         return;
     MHD_stop_daemon(srv->daemon);
+    api_deploy_stop(srv);
     pthread_mutex_destroy(&srv->metrics_lock);
+    pthread_mutex_destroy(&srv->deploy_lock);
+    pthread_cond_destroy(&srv->deploy_cond);
     json_decref(srv->aliases);
     free(srv);
 }

@@ -121,3 +121,73 @@ const struct cli_cmd cli_cmd_keys = {
     keys_opts,
     run_keys,
 };
+
+/* ---- forja token ----------------------------------------------------------------------- */
+
+/* "90", "90s", "30m", "1h", "2d" -> seconds; -1 if malformed. */
+static long long parse_ttl(const char *s)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    long long unit = !*end               ? 1
+                     : !strcmp(end, "s") ? 1
+                     : !strcmp(end, "m") ? 60
+                     : !strcmp(end, "h") ? 3600
+                     : !strcmp(end, "d") ? 86400
+                                         : -1;
+    if (end == s || v < 1 || unit < 0 || v > 366LL * 86400 / unit)
+        return -1;
+    return v * unit;
+}
+
+static int run_token(const struct cli_cmd *cmd, const struct cli_args *a)
+{
+    const char *ttl_s = cli_get(cmd, a, "ttl");
+    long long ttl = parse_ttl(ttl_s ? ttl_s : "1h");
+    if (ttl < 0) {
+        fprintf(stderr, "forja token: --ttl takes a duration such as 90s, 30m, 1h or 7d (at "
+                        "most a year)\n");
+        return CLI_USAGE;
+    }
+    struct store *st;
+    int rc = open_store(cmd, a, &st);
+    if (rc != CLI_OK)
+        return rc;
+    char *token = NULL;
+    int64_t expires = 0;
+    struct fj_err err = {0};
+    if (store_token_create(st, ttl, &token, &expires, &err) != 0) {
+        fprintf(stderr, "forja token: %s\n", err.msg);
+        rc = CLI_FAILURE;
+    } else {
+        char when[32];
+        time_t t = (time_t)expires;
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+        printf("%s\n", token);
+        fprintf(stderr, "management token valid until %s\n", when);
+        free(token);
+    }
+    store_close(st);
+    return rc;
+}
+
+static const struct cli_opt token_opts[] = {
+    {"ttl", "DURATION", "How long the token works: 90s, 30m, 1h (default), 7d."},
+    CLI_OPT_DATA_DIR,
+    {NULL, NULL, NULL},
+};
+
+const struct cli_cmd cli_cmd_token = {
+    "token",
+    "",
+    "Print a management token for the deployment routes",
+    "Prints a signed token, alone on standard output, that the deployment routes "
+    "(PUT/GET/DELETE /subscriptions/.../providers/Microsoft.CognitiveServices/accounts/.../"
+    "deployments/NAME, Azure Resource Manager's shape) accept in `Authorization: Bearer` until "
+    "it expires: forja's `az account get-access-token`. API keys do not work there, and "
+    "management tokens do not work on the other routes. Tokens are signed with a secret kept "
+    "in the data directory, so they work only with its server.",
+    token_opts,
+    run_token,
+};

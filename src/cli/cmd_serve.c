@@ -18,7 +18,8 @@
 struct serve_opts {
     const char *host;
     int port, threads, max_jobs, train_threads, keep, timeout, nice;
-    long long max_upload_mb;
+    int infer_threads, max_batch;
+    long long max_upload_mb, infer_memory_mb;
     const char *org;
     bool quiet;
 };
@@ -87,7 +88,13 @@ static int parse_opts(const struct cli_cmd *cmd, const struct cli_args *a, struc
     NUM(keep, "keep-checkpoints", "FORJA_KEEP_CHECKPOINTS", 3, 1, 1000)
     NUM(timeout, "timeout", "FORJA_TIMEOUT", 60, 1, 86400)
     NUM(nice, "worker-nice", "FORJA_WORKER_NICE", 10, 0, 19)
+    NUM(infer_threads, "infer-threads", "FORJA_INFER_THREADS", 0, 0, 1024)
+    NUM(max_batch, "max-batch", "FORJA_MAX_BATCH", 64, 1, 1024)
 #undef NUM
+    long long phys_mb = (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20;
+    if ((o->infer_memory_mb = number(cmd, a, "infer-memory-mb", "FORJA_INFER_MEMORY_MB",
+                                     phys_mb > 2 ? phys_mb / 2 : 1024, 16, 1LL << 30)) < 0)
+        return CLI_USAGE;
     if ((o->max_upload_mb =
              number(cmd, a, "max-upload-mb", "FORJA_MAX_UPLOAD_MB", 1024, 1, 1 << 24)) < 0)
         return CLI_USAGE;
@@ -169,6 +176,9 @@ static void print_config(const struct serve_opts *o, const char *dir, const json
     printf("  upload limit     %lld MiB\n", o->max_upload_mb);
     printf("  idle timeout     %d s\n", o->timeout);
     printf("  checkpoints kept %d per job\n", o->keep);
+    printf("  inference        %lld MiB for models and caches, %d sequences per batch, "
+           "threads: %s\n",
+           o->infer_memory_mb, o->max_batch, o->infer_threads ? "as set" : "all cores");
     printf("  organization     %s\n", o->org);
     printf("  aliases          %zu (", json_object_size(al));
     const char *k;
@@ -234,7 +244,19 @@ static int serve(const struct serve_opts *o, const char *dir, json_t *al)
         store_close(st);
         return CLI_FAILURE;
     }
+    struct infer_config ic = infer_config_default();
+    ic.memory_bytes = (uint64_t)o->infer_memory_mb << 20;
+    ic.threads = o->infer_threads;
+    ic.max_seqs = o->max_batch;
+    struct infer *inf = infer_new(&ic, &err);
+    if (!inf) {
+        fprintf(stderr, "forja serve: %s\n", err.msg);
+        svc_stop(svc);
+        store_close(st);
+        return CLI_FAILURE;
+    }
     struct api_config ac = api_config_default();
+    ac.inf = inf;
     ac.host = o->host;
     ac.port = o->port;
     ac.threads = o->threads;
@@ -247,6 +269,7 @@ static int serve(const struct serve_opts *o, const char *dir, json_t *al)
     struct api_server *srv = NULL;
     if (api_start(&srv, st, svc, &ac, &err) != 0) {
         fprintf(stderr, "forja serve: %s\n", err.msg);
+        infer_free(inf);
         svc_stop(svc);
         store_close(st);
         return CLI_FAILURE;
@@ -261,6 +284,7 @@ static int serve(const struct serve_opts *o, const char *dir, json_t *al)
             "start)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     api_stop(srv);
+    infer_free(inf);
     svc_stop(svc);
     store_close(st);
     return CLI_OK;
@@ -306,6 +330,17 @@ static const struct cli_opt serve_opts[] = {
      "gpt-4o, gpt-4o-mini, gpt-35-turbo, gpt-4.1-mini and the other OpenAI names mean the "
      "built-in model."},
     {"no-default-aliases", NULL, "Start without the default aliases."},
+    {"infer-memory-mb", "N",
+     "Memory for inference in MiB: loaded models, adapters and every running request's KV "
+     "cache. Idle models are unloaded (least recently used first) to make room; a deployment "
+     "that cannot fit fails with a clear error (default: half the machine's memory; "
+     "$FORJA_INFER_MEMORY_MB)."},
+    {"infer-threads", "N",
+     "Compute threads of each loaded model (default: all cores; "
+     "$FORJA_INFER_THREADS)."},
+    {"max-batch", "N",
+     "Sequences a model decodes together in one step; more requests wait their turn "
+     "(default 64; $FORJA_MAX_BATCH)."},
     {"quiet", NULL, "Do not log each request."},
     CLI_OPT_DATA_DIR,
     {NULL, NULL, NULL},
@@ -323,7 +358,11 @@ const struct cli_cmd cli_cmd_serve = {
     "order they were created, --max-jobs at a time, and a job that was running when the "
     "server stopped continues from its newest checkpoint at the next start. If the data "
     "directory has no API key yet, one is made and printed. GET /healthz needs no key; GET "
-    "/metrics is in Prometheus' format. One log line per request goes to standard error. "
+    "/metrics is in Prometheus' format. Chat completions (/v1/chat/completions, "
+    "/openai/deployments/NAME/chat/completions) run on the inference engine: models load on "
+    "first use, and deployments are managed in Azure Resource Manager's shape "
+    "(/subscriptions/.../deployments/NAME, with a token from `forja token`). One log line per "
+    "request goes to standard error. "
     "SIGTERM or Ctrl-C stops the server.",
     serve_opts,
     run_serve,

@@ -36,6 +36,10 @@ static const char *const migrations[] = {
     "CREATE TABLE keys(seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, name TEXT,"
     "  hash BLOB NOT NULL, prefix TEXT NOT NULL, created_at INTEGER NOT NULL,"
     "  revoked_at INTEGER);",
+    /* 2: deployments, and the secret management tokens are signed with */
+    "CREATE TABLE deployments(seq INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,"
+    "  model TEXT NOT NULL, created_at INTEGER NOT NULL, doc TEXT NOT NULL);"
+    "CREATE TABLE secrets(name TEXT PRIMARY KEY, value BLOB NOT NULL);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

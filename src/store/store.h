@@ -15,6 +15,8 @@
  *   jobs.c    fine-tuning jobs, their events and checkpoints
  *   models.c  fine-tuned models and checkpoint names
  *   keys.c    API keys (stored as SHA-256 hashes)
+ *   tokens.c  management tokens (signed, expiring)
+ *   deployments.c  deployments (their ARM objects)
  */
 #ifndef FJ_STORE_STORE_H
 #define FJ_STORE_STORE_H
@@ -183,5 +185,26 @@ int store_key_revoke(struct store *s, const char *id, struct fj_err *err);
 int store_key_count(struct store *s, int *n, struct fj_err *err);
 /* Whether key is a live key; the comparison takes the same time whatever the key. */
 bool store_key_check(struct store *s, const char *key);
+
+/* ---- management tokens ---------------------------------------------------------------- */
+
+/* A management token (for the ARM deployment routes) valid for ttl_s seconds: "fjm_" +
+ * expiry + nonce + an HMAC-SHA256 of both under a secret made on first use and kept in the
+ * database. *token (caller frees) is not stored. */
+int store_token_create(struct store *s, int64_t ttl_s, char **token, int64_t *expires_at,
+                       struct fj_err *err);
+/* Whether token is a management token of this data directory that has not expired. */
+bool store_token_check(struct store *s, const char *token);
+
+/* ---- deployments ---------------------------------------------------------------------- */
+
+/* Creates or replaces deployment name (its ARM object as text); *created tells which. */
+int store_deployment_put(struct store *s, const char *name, const char *model, const json_t *doc,
+                         bool *created, struct fj_err *err);
+/* The deployment's ARM object (new reference), FJ_ERR_NOT_FOUND if none. */
+int store_deployment_get(struct store *s, const char *name, json_t **doc, struct fj_err *err);
+/* Every deployment's object, oldest first. */
+int store_deployment_list(struct store *s, json_t **list, struct fj_err *err);
+int store_deployment_delete(struct store *s, const char *name, struct fj_err *err);
 
 #endif
