@@ -9,11 +9,26 @@ import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { toFile, ConflictError, NotFoundError } from 'openai';
+import { spawnSync } from 'node:child_process';
 import {
   forjaTest, check, ok, expectError, TRAIN, VALID, JOB_KEYS, FILE_KEYS, METRIC_KEYS, RESULTS_HEADER, ALIASES,
   assertKeys, assertTimestamp, nowSec, waitJob, listAll, allEvents, contentBytes, parseResults, assertSteps,
-  jsonlLines, isInt,
+  jsonlLines, isInt, managementToken, putDeployment, FORJA_BIN, waitDeployment, streamChat, armPath,
 } from './lib.mjs';
+
+// The lab's chat request ("Implementación del modelo", step 2), word for word.
+const LAB_MESSAGES = [
+  { role: 'system', content: 'You are a helpful assistant.' },
+  { role: 'user', content: 'Does Azure OpenAI support customer managed keys?' },
+  { role: 'assistant', content: 'Yes, customer managed keys are supported by Azure OpenAI.' },
+  { role: 'user', content: 'Do other Azure AI services support this too?' },
+];
+
+/** The first training example: its question and the answer the model was trained to give. */
+function trainedExample() {
+  const ex = JSON.parse(jsonlLines(TRAIN)[1]).messages;
+  return { prompt: ex.slice(0, 2), answer: ex[2].content };
+}
 
 function checkFile(f, { name, bytes, purpose = 'fine-tune', t0 }) {
   assertKeys(f, FILE_KEYS, `file ${f.id}`);
@@ -290,6 +305,83 @@ forjaTest('lab flow: AzureOpenAI files + fine-tuning job (gpt-4o, seed 105), Ope
     assert.equal(m.id, ftm);
   });
 
+  // --- deploy (the lab's requests.put with a Bearer token) and chat ----------------------------
+  const token = managementToken(dir);
+  const put = await putDeployment(srv, token, 'gpt-4o-ft', ftm, 1);
+  await check('PUT deployment gpt-4o-ft (api-version 2023-05-01): 201, ARM object, provisioningState Creating', () => {
+    assert.equal(put.status, 201, put.text);
+    assert.equal(put.json.name, 'gpt-4o-ft');
+    assert.equal(put.json.id, armPath('gpt-4o-ft'));
+    assert.equal(put.json.type, 'Microsoft.CognitiveServices/accounts/deployments');
+    assert.deepEqual(put.json.sku, { name: 'standard', capacity: 1 });
+    assert.equal(put.json.properties.model.name, ftm);
+    assert.ok(['Creating', 'Succeeded'].includes(put.json.properties.provisioningState), put.text);
+  });
+  const dep = await waitDeployment(srv, token, 'gpt-4o-ft');
+  await check('the deployment reaches provisioningState Succeeded', () => assert.equal(dep.properties.provisioningState, 'Succeeded', JSON.stringify(dep)));
+  await check('management routes refuse the data-plane key, data-plane routes refuse the token', async () => {
+    const r1 = await srv.fetch(`${armPath('gpt-4o-ft')}?api-version=2023-05-01`, { headers: { Authorization: `Bearer ${key}` } });
+    assert.equal(r1.status, 401, r1.text);
+    assert.equal(r1.json.error.code, 'InvalidAuthenticationToken');
+    const r2 = await srv.fetch('/v1/models', { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(r2.status, 401, r2.text);
+    const r3 = await srv.fetch(`${armPath()}?api-version=2023-05-01`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(r3.status, 200, r3.text);
+    assert.deepEqual(r3.json.value.map((d) => d.name), ['gpt-4o-ft']);
+  });
+  const lab = srv.azure(key, { apiVersion: '2024-02-01' }); // the lab's chat client
+  const response = await lab.chat.completions.create({ model: 'gpt-4o-ft', messages: LAB_MESSAGES });
+  console.log(response.choices[0].message.content);
+  await check('the lab\'s chat request (AzureOpenAI, 2024-02-01, deployment gpt-4o-ft): a chat.completion with exact usage', () => {
+    assert.equal(response.object, 'chat.completion');
+    assert.match(response.id, /^chatcmpl-/);
+    assertTimestamp(response.created, 'created', t0);
+    assert.equal(response.choices.length, 1);
+    const c = response.choices[0];
+    assert.equal(c.index, 0);
+    assert.equal(c.message.role, 'assistant');
+    assert.equal(typeof c.message.content, 'string');
+    assert.ok(['stop', 'length'].includes(c.finish_reason), c.finish_reason);
+    const u = response.usage;
+    assert.ok(u.prompt_tokens > 30 && u.completion_tokens >= 1, JSON.stringify(u));
+    assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+  });
+  await check('usage.prompt_tokens is the rendered prompt (forja render --generation-prompt: the training template)', () => {
+    const r = spawnSync(FORJA_BIN, ['render', '--data-dir', dir, '--generation-prompt', '--json'], { input: JSON.stringify(LAB_MESSAGES), encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(response.usage.prompt_tokens, JSON.parse(r.stdout).ids.length);
+  });
+  const streamed = await streamChat(lab, { model: 'gpt-4o-ft', messages: LAB_MESSAGES, stream_options: { include_usage: true } });
+  await check('the same request streamed: role first, deltas, finish_reason, usage chunk, the same text (greedy is not the default, so compare at temperature 0 below)', () => {
+    const first = streamed.chunks[0];
+    assert.equal(first.object, 'chat.completion.chunk');
+    assert.equal(first.choices[0].delta.role, 'assistant');
+    assert.ok(streamed.finish, 'a chunk carries finish_reason');
+    assert.ok(streamed.usage && streamed.usage.prompt_tokens === response.usage.prompt_tokens, JSON.stringify(streamed.usage));
+    assert.equal(streamed.usage.completion_tokens >= 1, true);
+  });
+  const greedy = { messages: LAB_MESSAGES, temperature: 0, max_tokens: 40 };
+  const g1 = await lab.chat.completions.create({ model: 'gpt-4o-ft', ...greedy });
+  const g2 = await streamChat(lab, { model: 'gpt-4o-ft', ...greedy });
+  await check('at temperature 0 the streamed text equals the non-streamed text', () => {
+    assert.equal(g2.text, g1.choices[0].message.content);
+    assert.equal(g2.finish, g1.choices[0].finish_reason);
+  });
+  const { prompt, answer } = trainedExample();
+  const oaFt = await oa.chat.completions.create({ model: ftm, messages: prompt, temperature: 0 });
+  console.log(`${ftm}: ${oaFt.choices[0].message.content}`);
+  await check('OpenAI path with the ft: name: the trained answer to a training question, stopping by itself', () => {
+    assert.equal(oaFt.choices[0].message.content, answer);
+    assert.equal(oaFt.choices[0].finish_reason, 'stop');
+    assert.equal(oaFt.model, ftm);
+  });
+  await check('OpenAI path with a checkpoint name answers too', async () => {
+    const r = await oa.chat.completions.create({ model: ckpts[0].fine_tuned_model_checkpoint, messages: prompt, temperature: 0, max_tokens: 30 });
+    assert.equal(r.choices[0].message.role, 'assistant');
+    assert.ok(r.usage.completion_tokens >= 1);
+  });
+  await expectError(oa.models.delete(ftm), ConflictError, 409, 'a deployed model cannot be deleted (409)');
+
   // --- the OpenAI class on /v1: files -------------------------------------------------------------
   const t1 = nowSec();
   const { data: of1, response: ores } = await oa.files.create({ file: fs.createReadStream(TRAIN), purpose: 'fine-tune' }).withResponse();
@@ -330,6 +422,19 @@ forjaTest('lab flow: AzureOpenAI files + fine-tuning job (gpt-4o, seed 105), Ope
   await check('the other files are untouched', async () => {
     assert.ok((await contentBytes(oa, of1.id)).equals(trainBytes));
     assert.ok((await contentBytes(oa, tf.id)).equals(trainBytes));
+  });
+  // --- cleanup, as the lab's last section asks: the deployment, then the model and files ------
+  await check('DELETE the deployment (204), then it is gone (404) and its chats 404', async () => {
+    const d = await srv.fetch(`${armPath('gpt-4o-ft')}?api-version=2023-05-01`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(d.status, 204, d.text);
+    const g = await srv.fetch(`${armPath('gpt-4o-ft')}?api-version=2023-05-01`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(g.status, 404, g.text);
+    await assert.rejects(lab.chat.completions.create({ model: 'gpt-4o-ft', messages: LAB_MESSAGES }), (e) => e.status === 404);
+  });
+  await check('then the model and the files can be deleted', async () => {
+    const m = await oa.models.delete(ftm);
+    assert.equal(m.deleted, true);
+    for (const id of [tf.id, vf.id, of1.id]) assert.equal((await oa.files.delete(id)).deleted, true);
   });
   ok(`lab flow done: ${ftm}`);
 });

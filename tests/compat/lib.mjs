@@ -457,3 +457,57 @@ export function syntheticJsonl(bytes, tag = 'x') {
 }
 
 export { APIError };
+
+// --- deployments and chat ---------------------------------------------------------------------
+/** `forja token --data-dir DIR`: a management token alone on stdout. */
+export function managementToken(dataDir, ttl = '1h') {
+  const r = forjaSync(['token', '--data-dir', dataDir, '--ttl', ttl]);
+  assert.equal(r.status, 0, `forja token exited ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  const token = r.stdout.trim();
+  assert.match(token, /^fjm_\S+$/, `forja token printed ${JSON.stringify(r.stdout)}`);
+  return token;
+}
+
+/** The lab's management URL path for deployment `name` (subscription etc. as the lab's placeholders). */
+export function armPath(name) {
+  return `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/lab-rg/providers/Microsoft.CognitiveServices/accounts/lab-openai/deployments${name ? `/${name}` : ''}`;
+}
+
+/** PUT a deployment as the lab does (requests.put with a Bearer token, api-version 2023-05-01). */
+export async function putDeployment(srv, token, name, model, capacity = 1) {
+  return srv.fetch(`${armPath(name)}?api-version=2023-05-01`, {
+    method: 'PUT',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ sku: { name: 'standard', capacity }, properties: { model: { format: 'OpenAI', name: model, version: '1' } } }),
+  });
+}
+
+/** Polls GET until provisioningState is no longer Creating; returns the object. */
+export async function waitDeployment(srv, token, name, timeoutMs = 120_000) {
+  let last;
+  await waitFor(`deployment ${name} provisioned`, async () => {
+    const r = await srv.fetch(`${armPath(name)}?api-version=2023-05-01`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(r.status, 200, r.text);
+    last = r.json;
+    return last.properties.provisioningState !== 'Creating';
+  }, { timeoutMs, pollMs: 100 });
+  return last;
+}
+
+/** Runs a streaming chat through the SDK: {text, chunks, finish, usage}. */
+export async function streamChat(client, body) {
+  const stream = await client.chat.completions.create({ ...body, stream: true });
+  const chunks = [];
+  let text = '';
+  let finish = null;
+  let usage = null;
+  for await (const c of stream) {
+    chunks.push(c);
+    for (const ch of c.choices) {
+      if (ch.delta?.content) text += ch.delta.content;
+      if (ch.finish_reason) finish = ch.finish_reason;
+    }
+    if (c.usage) usage = c.usage;
+  }
+  return { text, chunks, finish, usage };
+}
