@@ -17,7 +17,7 @@
 # files run in parallel on few cores, and one compute thread per training job halves the
 # suite's time there (82 s against 146 s on 2 cores); the same value everywhere keeps the
 # weight checksums comparable.
-foreach(t lab_flow jobs_pagination errors durability)
+foreach(t lab_flow jobs_pagination errors durability chat)
   add_test(NAME compat_${t} COMMAND ${FORJA_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/compat/${t}.mjs)
   set_tests_properties(compat_${t} PROPERTIES LABELS compat TIMEOUT 1800
     ENVIRONMENT "FORJA_BIN=$<TARGET_FILE:forja>;FORJA_TEST_TMP=${FORJA_TEST_TMP}/compat_${t};FORJA_SHARED_DEFAULT=${PROJECT_SOURCE_DIR}/../shared;FORJA_TRAIN_THREADS=1")
