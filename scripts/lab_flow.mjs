@@ -1,11 +1,14 @@
-// The lab's notebook cells ("Carga de archivos de optimización" and "Envío del trabajo de
-// optimización"), in JavaScript with the official openai SDK, against forja serve:
+// The lab's notebook cells ("Carga de archivos de optimización", "Envío del trabajo de
+// optimización" and "Implementación del modelo"), in JavaScript with the official openai SDK
+// (and fetch for the management call, as the lab uses requests), against forja serve:
 //
 //   AZURE_OPENAI_ENDPOINT=http://127.0.0.1:PORT AZURE_OPENAI_API_KEY=KEY \
+//   AZURE_MANAGEMENT_TOKEN=$(forja token) \
 //     node scripts/lab_flow.mjs training_set.jsonl validation_set.jsonl
 //
-// It prints what the lab's cells print: the file ids, the job id and status, and the
-// finished job's JSON; and, while it waits, the job's events as they arrive.
+// It prints what the lab's cells print: the file ids, the job id and status, the finished
+// job's JSON, the deployment's answers and the fine-tuned model's reply to the lab's
+// question; and, while it waits, the job's events as they arrive.
 import fs from 'node:fs';
 import { AzureOpenAI } from 'openai';
 
@@ -76,3 +79,60 @@ for (const c of checkpoints.data)
   console.log(`checkpoint ${c.fine_tuned_model_checkpoint}: full_valid_loss ${c.metrics.full_valid_loss?.toFixed(4)}`);
 console.log('fine_tuned_model:', fineTunedModel);
 if (status !== 'succeeded') process.exit(1);
+
+// Cell: deploy the fine-tuned model (the lab: requests.put to management.azure.com with the
+// token of `az account get-access-token`; here the token comes from `forja token`).
+const token = process.env.AZURE_MANAGEMENT_TOKEN;
+const subscription = '<YOUR_SUBSCRIPTION_ID>';
+const resourceGroup = '<YOUR_RESOURCE_GROUP_NAME>';
+const resourceName = '<YOUR_AZURE_OPENAI_RESOURCE_NAME>';
+const modelDeploymentName = 'gpt-4o-ft';
+const deployData = {
+  sku: { name: 'standard', capacity: 1 },
+  properties: { model: { format: 'OpenAI', name: fineTunedModel, version: '1' } },
+};
+const requestUrl = `${process.env.AZURE_OPENAI_ENDPOINT}/subscriptions/${encodeURIComponent(subscription)}` +
+  `/resourceGroups/${encodeURIComponent(resourceGroup)}/providers/Microsoft.CognitiveServices/accounts/` +
+  `${encodeURIComponent(resourceName)}/deployments/${modelDeploymentName}?api-version=2023-05-01`;
+console.log('Creating a new deployment...');
+const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+let r = await fetch(requestUrl, { method: 'PUT', headers, body: JSON.stringify(deployData) });
+console.log(`<Response [${r.status}]>`);
+console.log(r.statusText);
+console.log(JSON.stringify(await r.json()));
+// The lab waits in the portal until the deployment is ready; here: poll its state.
+let state = 'Creating';
+while (state === 'Creating') {
+  await new Promise((res) => setTimeout(res, 200));
+  state = (await (await fetch(requestUrl, { headers })).json()).properties.provisioningState;
+}
+console.log('provisioningState:', state);
+if (state !== 'Succeeded') process.exit(1);
+
+// Cell: use the custom model in a chat completion call (api_version 2024-02-01).
+const chatClient = new AzureOpenAI({
+  endpoint: process.env.AZURE_OPENAI_ENDPOINT,
+  apiKey: process.env.AZURE_OPENAI_API_KEY,
+  apiVersion: '2024-02-01',
+});
+const chat = await chatClient.chat.completions.create({
+  model: 'gpt-4o-ft',
+  messages: [
+    { role: 'system', content: 'You are a helpful assistant.' },
+    { role: 'user', content: 'Does Azure OpenAI support customer managed keys?' },
+    { role: 'assistant', content: 'Yes, customer managed keys are supported by Azure OpenAI.' },
+    { role: 'user', content: 'Do other Azure AI services support this too?' },
+  ],
+});
+console.log(chat.choices[0].message.content);
+
+// And a question it was trained on, greedily: Clippy's trained answer.
+const clippy = await chatClient.chat.completions.create({
+  model: 'gpt-4o-ft',
+  temperature: 0,
+  messages: [
+    { role: 'system', content: 'Clippy is a factual chatbot that is also sarcastic.' },
+    { role: 'user', content: 'Who discovered Antarctica?' },
+  ],
+});
+console.log('Clippy (gpt-4o-ft, temperature 0):', clippy.choices[0].message.content);
