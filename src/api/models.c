@@ -66,29 +66,14 @@ int api_model_folders(struct api_server *srv, const char *name, char *model, siz
     const char *target = json_string_value(json_object_get(srv->aliases, name));
     if (base_exists(srv, target ? target : name, model, cap))
         return 0;
-    json_t *obj = NULL;
-    char path[4400], file[4500];
-    if (store_model_get(srv->st, name, path, sizeof path, &obj, NULL) != 0)
-        return fj_err_set(err, FJ_ERR_NOT_FOUND,
-                          "The model `%.200s` does not exist or you do not have access to it "
-                          "(GET /v1/models lists the models of this server)",
-                          name);
-    /* a full fine-tune is a model folder; a LoRA one an adapter on its base */
-    snprintf(file, sizeof file, "%s/config.json", path);
-    int rc = 0;
-    if (fj_file_exists(file)) {
-        snprintf(model, cap, "%s", path);
-    } else {
-        const char *root = json_string_value(json_object_get(obj, "root"));
-        const char *base = root ? json_string_value(json_object_get(srv->aliases, root)) : NULL;
-        snprintf(adapter, adapter_cap, "%s", path);
-        if (!root || !base_exists(srv, base ? base : root, model, cap))
-            rc = fj_err_set(err, FJ_ERR_NOT_FOUND,
-                            "The base model %.200s of %.200s is not installed on this server",
-                            root ? root : "(unknown)", name);
-    }
-    json_decref(obj);
-    return rc;
+    if (store_model_folders(srv->st, name, model, cap, adapter, adapter_cap, err) == 0)
+        return 0;
+    if (err && err->code == FJ_ERR_NOT_FOUND && !strstr(err->msg, "base model"))
+        fj_err_set(err, FJ_ERR_NOT_FOUND,
+                   "The model `%.200s` does not exist or you do not have access to it (GET "
+                   "/v1/models lists the models of this server)",
+                   name);
+    return err ? err->code : FJ_ERR_NOT_FOUND;
 }
 
 static json_t *model_obj(const char *id, int64_t created, const char *owner)

@@ -97,8 +97,10 @@ extern const struct cli_cmd cli_cmd_detokenize;
 extern const struct cli_cmd cli_cmd_models;
 extern const struct cli_cmd cli_cmd_render;
 extern const struct cli_cmd cli_cmd_generate;
+extern const struct cli_cmd cli_cmd_chat;
 extern const struct cli_cmd cli_cmd_train;
 extern const struct cli_cmd cli_cmd_serve;
 extern const struct cli_cmd cli_cmd_keys;
+extern const struct cli_cmd cli_cmd_token;
 
 #endif

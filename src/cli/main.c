@@ -11,9 +11,11 @@ static const struct cli_cmd *const commands[] = {
     &cli_cmd_models,
     &cli_cmd_render,
     &cli_cmd_generate,
+    &cli_cmd_chat,
     &cli_cmd_train,
     &cli_cmd_serve,
     &cli_cmd_keys,
+    &cli_cmd_token,
     NULL,
 };
 

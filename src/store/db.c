@@ -2,9 +2,11 @@
  * migrations, the one lock, and the small query helpers the other store files share. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -264,7 +266,24 @@ static int migrate(struct store *s, struct fj_err *err)
     return 0;
 }
 
-static int make_dirs(struct store *s, struct fj_err *err)
+/* Whether this is the only process with the data directory open: only then may what looks
+ * abandoned (tmp/, unrecorded files) be removed, since a running server's uploads in
+ * progress look the same. Every open holds DIR/forja.lock shared; the first one takes it
+ * exclusively, cleans up, and then shares it. */
+static bool lock_alone(struct store *s)
+{
+    char path[STORE_PATH_MAX];
+    snprintf(path, sizeof path, "%s/forja.lock", s->dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0)
+        return false;
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0)
+        return true;
+    flock(s->lock_fd, LOCK_SH);
+    return false;
+}
+
+static int make_dirs(struct store *s, bool alone, struct fj_err *err)
 {
     static const char *const sub[] = {"files", "jobs", "models", "tmp"};
     char path[STORE_PATH_MAX];
@@ -272,7 +291,7 @@ static int make_dirs(struct store *s, struct fj_err *err)
     for (size_t i = 0; rc == 0 && i < sizeof sub / sizeof sub[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", s->dir, sub[i]);
         /* Whatever is in tmp/ was never acknowledged: an upload cut short by a crash. */
-        if (strcmp(sub[i], "tmp") == 0)
+        if (alone && strcmp(sub[i], "tmp") == 0)
             rc = fj_remove_tree(path, err);
         if (rc == 0)
             rc = fj_mkdirs(path, err);
@@ -319,7 +338,16 @@ int store_open(struct store **out, const char *dir, struct fj_err *err)
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->readers_lock, NULL);
     pthread_key_create(&s->reader_key, reader_release);
-    int rc = make_dirs(s, err);
+    s->lock_fd = -1;
+    int rc = fj_mkdirs(dir, err);
+    /* absolute, so that the paths recorded in it mean the same from any working directory */
+    char *abs = rc == 0 ? realpath(dir, NULL) : NULL;
+    if (abs && strlen(abs) < sizeof s->dir)
+        snprintf(s->dir, sizeof s->dir, "%s", abs);
+    free(abs);
+    bool alone = rc == 0 && lock_alone(s);
+    if (rc == 0)
+        rc = make_dirs(s, alone, err);
     snprintf(s->db_path, sizeof s->db_path, "%s/forja.db", dir);
     if (rc == 0 && sqlite3_open_v2(s->db_path, &s->db,
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -337,8 +365,10 @@ int store_open(struct store **out, const char *dir, struct fj_err *err)
                         err);
     if (rc == 0)
         rc = migrate(s, err);
-    if (rc == 0)
+    if (rc == 0 && alone)
         remove_unrecorded_files(s);
+    if (alone)
+        flock(s->lock_fd, LOCK_SH); /* others may open it now */
     if (rc != 0) {
         store_close(s);
         return rc;
@@ -359,6 +389,8 @@ void store_close(struct store *s)
         reader_close(r);
     }
     sqlite3_close(s->db);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->readers_lock);
     free(s);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/file.h"
 #include "store/store_internal.h"
 
 int store_model_add(struct store *s, const char *name, const char *job_id, const char *path,
@@ -92,5 +93,35 @@ int store_model_delete(struct store *s, const char *name, struct fj_err *err)
             rc = fj_err_set(err, FJ_ERR_NOT_FOUND, "The model '%s' does not exist", name);
     }
     store_unlock(s);
+    return rc;
+}
+
+int store_model_folders(struct store *s, const char *name, char *model, size_t cap, char *adapter,
+                        size_t adapter_cap, struct fj_err *err)
+{
+    json_t *obj = NULL;
+    char path[STORE_PATH_MAX], file[STORE_PATH_MAX + 32];
+    adapter[0] = '\0';
+    int rc = store_model_get(s, name, path, sizeof path, &obj, err);
+    if (rc != 0)
+        return rc;
+    const char *root = json_string_value(json_object_get(obj, "root"));
+    snprintf(file, sizeof file, "%s/config.json", path);
+    if (fj_file_exists(file)) { /* a full fine-tune: a model folder of its own */
+        snprintf(model, cap, "%s", path);
+    } else { /* a LoRA fine-tune: an adapter on the base it was trained from */
+        snprintf(file, sizeof file, "%s/adapter_config.json", path);
+        snprintf(adapter, adapter_cap, "%s", path);
+        snprintf(model, cap, "%s/models/%s", s->dir, root ? root : "");
+        if (!fj_file_exists(file))
+            rc = fj_err_set(err, FJ_ERR_IO, "the weights of %s are missing (%s)", name, path);
+        else if (!root || strchr(root, '/') ||
+                 !(snprintf(file, sizeof file, "%s/config.json", model) > 0 &&
+                   fj_file_exists(file)))
+            rc = fj_err_set(err, FJ_ERR_NOT_FOUND,
+                            "the base model %s of %s is not installed in %s/models",
+                            root ? root : "(unknown)", name, s->dir);
+    }
+    json_decref(obj);
     return rc;
 }

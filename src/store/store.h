@@ -169,6 +169,12 @@ int store_model_add(struct store *s, const char *name, const char *job_id, const
 /* Folder and base of a model name (FJ_ERR_NOT_FOUND if none). */
 int store_model_get(struct store *s, const char *name, char *path, size_t cap, json_t **obj,
                     struct fj_err *err);
+/* The folders a fine-tuned model or checkpoint is served from: its model folder (a full
+ * fine-tune), or its adapter folder and the folder of the base it was trained from
+ * (DIR/models/BASE); adapter is "" for a full one. FJ_ERR_NOT_FOUND if the name is unknown
+ * or the base is not installed. */
+int store_model_folders(struct store *s, const char *name, char *model, size_t cap,
+                        char *adapter, size_t adapter_cap, struct fj_err *err);
 /* API model objects of every fine-tuned model and checkpoint, oldest first. */
 int store_model_list(struct store *s, json_t **list, struct fj_err *err);
 int store_model_delete(struct store *s, const char *name, struct fj_err *err);

@@ -35,6 +35,7 @@ struct store {
     pthread_key_t reader_key;
     pthread_mutex_t readers_lock;
     struct store_reader *readers;
+    int lock_fd; /* DIR/forja.lock, held shared while open (exclusive while cleaning up) */
 };
 
 void store_lock(struct store *s);

@@ -329,7 +329,9 @@ forjaTest('lab flow: AzureOpenAI files + fine-tuning job (gpt-4o, seed 105), Ope
     assert.equal(r3.status, 200, r3.text);
     assert.deepEqual(r3.json.value.map((d) => d.name), ['gpt-4o-ft']);
   });
-  const lab = srv.azure(key, { apiVersion: '2024-02-01' }); // the lab's chat client
+  // the lab's chat client, with the Python SDK's default of 2 retries: the lab's request sets
+  // no max_tokens, so on a capacity-1 deployment a long answer spends the minute's budget
+  const lab = srv.azure(key, { apiVersion: '2024-02-01', maxRetries: 2 });
   const response = await lab.chat.completions.create({ model: 'gpt-4o-ft', messages: LAB_MESSAGES });
   console.log(response.choices[0].message.content);
   await check('the lab\'s chat request (AzureOpenAI, 2024-02-01, deployment gpt-4o-ft): a chat.completion with exact usage', () => {
@@ -359,6 +361,12 @@ forjaTest('lab flow: AzureOpenAI files + fine-tuning job (gpt-4o, seed 105), Ope
     assert.ok(streamed.finish, 'a chunk carries finish_reason');
     assert.ok(streamed.usage && streamed.usage.prompt_tokens === response.usage.prompt_tokens, JSON.stringify(streamed.usage));
     assert.equal(streamed.usage.completion_tokens >= 1, true);
+  });
+  const update = await putDeployment(srv, token, 'gpt-4o-ft', ftm, 100);
+  await check('PUT again with capacity 100: 200, an update of the same deployment', () => {
+    assert.equal(update.status, 200, update.text);
+    assert.equal(update.json.sku.capacity, 100);
+    assert.equal(update.json.properties.provisioningState, 'Succeeded');
   });
   const greedy = { messages: LAB_MESSAGES, temperature: 0, max_tokens: 40 };
   const g1 = await lab.chat.completions.create({ model: 'gpt-4o-ft', ...greedy });

@@ -93,6 +93,12 @@ static void test_upload_limit_and_abort(void)
     CHECK(fj_file_write_atomic(orphan, "x", 1, NULL) == 0);
     CHECK(store_file_path(s, json_string_value(json_object_get(kept, "id")), kept_path,
                           sizeof kept_path) == 0);
+    /* ... but not while another process or handle has the directory open (a running
+     * server's uploads in progress look just the same) */
+    struct store *other = NULL;
+    CHECK(store_open(&other, dir, NULL) == 0);
+    CHECK(fj_file_exists(left) && fj_file_exists(orphan));
+    store_close(other);
     store_close(s);
     s = open_fresh();
     CHECK(!fj_file_exists(left));
