@@ -42,6 +42,10 @@ struct api_server {
     struct api_deploy *deploys;
     int loaders; /* deployment loads in flight */
     bool stopping;
+    /* chats in progress (chat.c), so that stopping can wake every suspended connection */
+    pthread_mutex_t chats_lock;
+    struct api_chat *chats;
+    bool chats_closed;
 };
 
 struct api_req;
@@ -174,6 +178,9 @@ void api_h_chat(struct api_req *r);
 void api_chat_resume(struct api_req *r);
 /* The request is over (answered, or the client went away): stops the generation. */
 void api_chat_free(struct api_req *r);
+/* Ends every chat in progress and resumes their connections (libmicrohttpd cannot stop
+ * with suspended ones); new chats are refused from now on. */
+void api_chat_close_all(struct api_server *srv);
 
 /* deploy.c */
 void api_h_deploy_put(struct api_req *r);

@@ -25,7 +25,9 @@
 struct api_chat {
     pthread_mutex_t lock;
     struct MHD_Connection *conn;
-    bool suspended, pending; /* under lock */
+    bool suspended, pending;      /* under lock */
+    bool closed;                  /* under lock: the server is stopping, answer now */
+    struct api_chat *prev, *next; /* the server's chats (under srv->chats_lock) */
     struct api_server *srv;
     struct infer_request *rq;
     struct infer_model *mdl;
@@ -385,7 +387,13 @@ static bool wait_output(struct api_chat *c)
     pthread_mutex_lock(&c->lock);
     bool again = c->pending;
     c->pending = false;
-    if (!again) {
+    if (c->closed) { /* the server is stopping: never suspend again */
+        if (!c->done)
+            snprintf(c->error, sizeof c->error, "the server is stopping");
+        c->done = true;
+        c->ended = c->ended || !c->stream;
+        again = false;
+    } else if (!again) {
         c->suspended = true;
         MHD_suspend_connection(c->conn);
     }
@@ -407,10 +415,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             return (ssize_t)n;
         }
         if (c->ended)
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return c->error[0] && c->closed ? MHD_CONTENT_READER_END_WITH_ERROR
+                                            : MHD_CONTENT_READER_END_OF_STREAM;
         take(c);
-        if (c->out.len == 0 && !wait_output(c))
+        if (c->out.len == 0 && !wait_output(c) && !c->done)
             return 0; /* suspended: on_output resumes the connection */
+        if (c->done && c->closed && c->out.len == 0)
+            c->ended = true;
     }
 }
 
@@ -424,11 +435,50 @@ void api_chat_resume(struct api_req *r)
         reply_completion(r, c);
 }
 
+/* Adds c to the server's chats; false if the server is stopping. */
+static bool chat_register(struct api_server *srv, struct api_chat *c)
+{
+    pthread_mutex_lock(&srv->chats_lock);
+    bool open = !srv->chats_closed;
+    if (open) {
+        c->next = srv->chats;
+        if (srv->chats)
+            srv->chats->prev = c;
+        srv->chats = c;
+    }
+    pthread_mutex_unlock(&srv->chats_lock);
+    return open;
+}
+
+void api_chat_close_all(struct api_server *srv)
+{
+    pthread_mutex_lock(&srv->chats_lock);
+    srv->chats_closed = true;
+    for (struct api_chat *c = srv->chats; c; c = c->next) {
+        pthread_mutex_lock(&c->lock);
+        c->closed = true;
+        if (c->suspended) {
+            c->suspended = false;
+            MHD_resume_connection(c->conn);
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_unlock(&srv->chats_lock);
+}
+
 void api_chat_free(struct api_req *r)
 {
     struct api_chat *c = r->chat;
     if (!c)
         return;
+    pthread_mutex_lock(&c->srv->chats_lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->srv->chats == c)
+        c->srv->chats = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&c->srv->chats_lock);
     infer_request_release(c->rq); /* no notify after this */
     if (c->rq && c->deployment[0])
         api_deploy_settle(c->srv, c->deployment, c->reserved,
@@ -502,6 +552,11 @@ void api_h_chat(struct api_req *r)
     c->created = (int64_t)time(NULL);
     store_new_id("chatcmpl-", c->id);
     r->chat = c; /* freed with the request, whatever happens */
+    if (!chat_register(r->srv, c)) {
+        api_error(r, 503, "server_error", NULL, NULL, "The server is stopping");
+        json_decref(body);
+        return;
+    }
     if (!(msgs = read_messages(r, body)) || !read_params(r, body, &p, &stream, &usage) ||
         !(c->mdl = pick_model(r, body, c)))
         goto out;

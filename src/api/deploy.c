@@ -268,7 +268,8 @@ void api_h_deploy_put(struct api_req *r)
         d->next = r->srv->deploys;
         r->srv->deploys = d;
         start_load(r->srv, d);
-    } else if (d && strcmp(d->model, model) != 0) { /* another model: load it */
+    } else if (d && (strcmp(d->model, model) != 0 || d->state == DEPLOY_FAILED)) {
+        /* another model, or another try at one that failed: load it */
         old = d->mdl;
         d->mdl = NULL;
         snprintf(d->model, sizeof d->model, "%s", model);

@@ -301,6 +301,7 @@ int api_start(struct api_server **out, struct store *st, struct svc *svc,
     srv->inf = cfg->inf;
     pthread_mutex_init(&srv->metrics_lock, NULL);
     pthread_mutex_init(&srv->deploy_lock, NULL);
+    pthread_mutex_init(&srv->chats_lock, NULL);
     pthread_cond_init(&srv->deploy_cond, NULL);
     /* suspend/resume: a chat's connection waits for its tokens without holding a thread */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
@@ -333,10 +334,12 @@ void api_stop(struct api_server *srv)
 {
     if (!srv)
         return;
+    api_chat_close_all(srv);
     MHD_stop_daemon(srv->daemon);
     api_deploy_stop(srv);
     pthread_mutex_destroy(&srv->metrics_lock);
     pthread_mutex_destroy(&srv->deploy_lock);
+    pthread_mutex_destroy(&srv->chats_lock);
     pthread_cond_destroy(&srv->deploy_cond);
     json_decref(srv->aliases);
     free(srv);

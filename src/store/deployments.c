@@ -13,7 +13,7 @@ int store_deployment_put(struct store *s, const char *name, const char *model, c
     if (rc == 0) {
         store_bind_text(st, 1, name);
         *created = sqlite3_step(st) != SQLITE_ROW;
-        sqlite3_reset(st);
+        sqlite3_finalize(st);
         rc = store_prepare(s,
                            "INSERT INTO deployments(name, model, created_at, doc) "
                            "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET "
@@ -27,7 +27,7 @@ int store_deployment_put(struct store *s, const char *name, const char *model, c
         if ((rc = store_bind_json(st, 4, doc)) == 0)
             rc = store_step_done(s, st, err);
         else
-            sqlite3_reset(st);
+            sqlite3_finalize(st);
     }
     store_unlock(s);
     return rc;

@@ -41,7 +41,7 @@ static int secret_get(struct store *s, unsigned char out[32], struct fj_err *err
             memcpy(out, sqlite3_column_blob(st, 0), 32);
         else
             rc = fj_err_set(err, FJ_ERR_FORMAT, "the token secret is damaged");
-        sqlite3_reset(st);
+        sqlite3_finalize(st);
     }
     store_unlock(s);
     OPENSSL_cleanse(fresh, sizeof fresh);
