@@ -190,4 +190,17 @@ forjaTest('chat completions: errors, sampling, batching, rate limits, disconnect
   });
   const g = await inferGauges(srv);
   await check('afterwards nothing runs or waits', () => assert.deepEqual([g.running, g.queued], [0, 0]));
+
+  // --- SIGTERM while streams and a plain request are running ------------------------------------
+  await check('SIGTERM during generation: the server ends the chats and exits 0', async () => {
+    const body = { model: M, messages: user('go on'), max_tokens: 1900, temperature: 1 };
+    const plain = oa.chat.completions.create(body).then(() => 'answered', (e) => `error ${e.status ?? e.message}`);
+    const streams = [0, 1].map(() => streamChat(oa, body).then(() => 'ended', (e) => `error ${e.message}`));
+    await waitFor('the generations running', async () => (await inferGauges(srv)).running === 3, { timeoutMs: 10_000, pollMs: 20 });
+    const r = await srv.stop();
+    assert.equal(r.code, 0, `exit ${JSON.stringify(r)}\n${srv.logs(20)}`);
+    const outcomes = await Promise.all([plain, ...streams]);
+    ok(`outcomes: ${outcomes.join(', ')}`);
+    assert.notEqual(outcomes[0], 'answered', 'a 1900-token answer cannot have finished');
+  });
 });
