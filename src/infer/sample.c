@@ -15,6 +15,7 @@
 
 #include "core/rng.h"
 #include "infer/infer_internal.h"
+#include "nn/vec.h"
 
 #define N_BUCKETS 64
 
@@ -58,13 +59,14 @@ static void apply_penalties(struct infer_sampler *s, const struct infer_params *
         s->seen[gen[i]] = 0;
 }
 
+/* The first index of the largest value: a vectorised max, then a search for it. */
 static int32_t argmax(const float *x, int V)
 {
-    int32_t best = 0;
-    for (int v = 1; v < V; v++)
-        if (x[v] > x[best])
-            best = v;
-    return best;
+    float m = nn_vec_max(x, (size_t)V);
+    for (int v = 0; v < V; v++)
+        if (x[v] == m)
+            return v;
+    return 0; /* NaN logits */
 }
 
 static int by_prob_desc(const void *a, const void *b, void *ctx)
@@ -152,11 +154,8 @@ static json_t *logprob_entry(struct infer_sampler *s, int32_t chosen, int k,
                              const struct tok_encoding *enc)
 {
     int V = s->V;
-    float max = s->work[argmax(s->work, V)];
-    double sum = 0;
-    for (int v = 0; v < V; v++)
-        sum += exp((double)(s->work[v] - max));
-    double lse = (double)max + log(sum);
+    float max = nn_vec_max(s->work, (size_t)V);
+    double lse = (double)max + log(nn_vec_sum_exp(s->work, (size_t)V, max));
     json_t *entry = token_entry(enc, chosen, (double)s->work[chosen] - lse);
     int32_t top[INFER_MAX_TOP];
     int n = 0;
@@ -182,16 +181,24 @@ int32_t infer_sample(struct infer_sampler *s, const float *logits, const struct 
                      json_t **entry)
 {
     int V = s->V;
+    bool penalised = (p->presence_penalty != 0 || p->frequency_penalty != 0) && n_gen > 0;
+    int32_t tok;
+    if (p->temperature <= 0 && !penalised && !p->logprobs) {
+        if (entry)
+            *entry = NULL;
+        return argmax(logits, V); /* greedy: nothing to change in the logits */
+    }
     memcpy(s->work, logits, (size_t)V * sizeof *s->work);
     apply_penalties(s, p, gen, n_gen);
-    int32_t tok;
     if (p->temperature <= 0) {
         tok = argmax(s->work, V);
     } else {
-        float max = s->work[argmax(s->work, V)];
-        double total = 0, inv_t = 1.0 / p->temperature;
-        for (int v = 0; v < V; v++)
-            total += s->probs[v] = (float)exp((double)(s->work[v] - max) * inv_t);
+        /* probs = exp((work - max) / T), unnormalised, the largest 1 */
+        float inv_t = (float)(1.0 / p->temperature);
+        float max = nn_vec_max(s->work, (size_t)V);
+        memcpy(s->probs, s->work, (size_t)V * sizeof *s->probs);
+        nn_vec_scale(s->probs, (size_t)V, inv_t);
+        double total = nn_vec_exp_sum(s->probs, s->probs, (size_t)V, max * inv_t);
         tok = sample_nucleus(s, s->probs, total, p->top_p, rng);
     }
     if (entry)

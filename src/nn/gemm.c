@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <pthread.h>
 
+#include "nn/gemm_small.h"
 #include "nn/nn.h"
 #include "nn/par.h"
 
@@ -66,6 +67,11 @@ void nn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
                                 inc_a, beta, C + begin, 1);
             }
         }
+        return;
+    }
+    if (!trans_a && trans_b && M <= NN_SMALL_M && (double)N * K >= NN_GEMM_SPLIT_MIN * 4) {
+        /* a few tokens through a big weight (a decoding step): no copy of the weight */
+        nn_gemm_small_m(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     bool by_rows = M >= N || M >= 64 * nt;

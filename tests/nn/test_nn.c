@@ -37,7 +37,10 @@ static float *zeros(size_t n)
 
 static void test_gemm(void)
 {
-    int shapes[][3] = {{3, 5, 7}, {1, 300, 64}, {200, 2, 33}, {130, 170, 90}, {64, 1000, 16}};
+    /* the last ones take the few-rows kernel (with tails in M, N and K) when not transposed */
+    int shapes[][3] = {{3, 5, 7},       {1, 300, 64},   {200, 2, 33},
+                       {130, 170, 90},  {64, 1000, 16}, {5, 3001, 130},
+                       {16, 4099, 128}, {32, 2048, 67}, {2, 600, 512}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
