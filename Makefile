@@ -38,6 +38,7 @@ bench: deps build
 	@bench/train_step/run $(BUILD)
 	@bench/finetune/run $(BUILD)
 	@bench/api/run $(BUILD)
+	@bench/serve/run $(BUILD)
 
 asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFORJA_SANITIZE=ON > /dev/null

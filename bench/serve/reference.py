@@ -17,8 +17,9 @@ computed in float32) and runs, with torch.set_num_threads(N) under torch.inferen
     ids (the model's end-of-turn ids, where forja's server stops too). Generated tokens/s
     counts the tokens after the first (which the prompt's forward gives): (n - 1) / the
     time of those n - 1 one-token forwards, the best of --decode-reps runs (more until
-    --min-s seconds are spent); the end-to-end
-    rate, n / (prompt forward + steps), is printed too.
+    --min-s seconds are spent); the end-to-end rate, n / (prompt forward + steps), is
+    printed too.
+libgomp's wait policy is set to passive unless OMP_WAIT_POLICY says otherwise (see below).
 The math is tests/reference/ref_models.py's (the oracle of the parity tests), its pieces
 reused (RMSNorm, RoPE, gelu_new, F.layer_norm, nn.Linear / Conv1D conventions), with a
 cache written in place and GQA by broadcasting each kv head over its query group (no
@@ -40,9 +41,16 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# Debian's torch runs its own OpenMP threads and OpenBLAS's pthreads side by side; with
+# libgomp's default (spinning) wait policy the two pools fight over the cores: on 2 cores
+# the 512-token prefill took 35-260 ms from run to run and decoding was up to 2x slower.
+# Passive waiting is PyTorch's best here (set before torch loads libgomp; an explicit
+# OMP_WAIT_POLICY in the environment is kept).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
@@ -190,6 +198,7 @@ def cmd_decode(a):
     load_s = time.perf_counter() - t0
     n_ctx = min(cfg.n_ctx, max(len(prefill), len(short) + a.max_tokens) + 1)
     base = {"impl": "pytorch", "torch": torch.__version__, "threads": a.threads,
+            "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
             "model": os.path.basename(os.path.normpath(a.model)), "arch": cfg.arch,
             "load_s": load_s}
     ok = True
