@@ -6,7 +6,7 @@
 // concurrent streams all completing in bounded memory.
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
-import { BadRequestError, NotFoundError, RateLimitError } from 'openai';
+import { APIError, BadRequestError, NotFoundError, RateLimitError } from 'openai';
 import {
   forjaTest, check, ok, expectError, sleep, waitFor, managementToken, putDeployment, waitDeployment, streamChat,
 } from './lib.mjs';
@@ -203,4 +203,18 @@ forjaTest('chat completions: errors, sampling, batching, rate limits, disconnect
     ok(`outcomes: ${outcomes.join(', ')}`);
     assert.notEqual(outcomes[0], 'answered', 'a 1900-token answer cannot have finished');
   });
+
+  // --- a model that does not fit the inference memory ---------------------------------------
+  const small = await h.startServer(h.dataDir('small'), ['--infer-memory-mb', '16'], 'small server');
+  const skey = h.createKey(small.dataDir, 'small');
+  const stoken = managementToken(small.dataDir);
+  assert.equal((await putDeployment(small, stoken, 'too-big', M, 1)).status, 201);
+  const failed = await waitDeployment(small, stoken, 'too-big');
+  await check('a deployment that does not fit the memory budget is Failed with the reason, not an OOM kill', () => {
+    assert.equal(failed.properties.provisioningState, 'Failed', JSON.stringify(failed));
+    assert.match(failed.properties.error.message, /memory budget/);
+    assert.ok(small.running, 'the server is still up');
+  });
+  await expectError(small.openai(skey).chat.completions.create({ model: M, messages: user('hi') }), APIError, 503,
+    'a chat with a model that does not fit: 503 with the reason');
 });

@@ -303,6 +303,35 @@ static void test_budget(void)
     infer_memory(inf, &used, &budget);
     CHECK_EQ_U(used, 0);
     infer_free(inf);
+
+    /* room for the base and one adapter: a second adapter unloads the idle first one (least
+     * recently used), but never one that is held */
+    cfg = infer_config_default();
+    cfg.memory_bytes = UINT64_MAX;
+    inf = infer_new(&cfg, &err);
+    struct infer_model *b = infer_open(inf, base_dir, NULL, &err);
+    struct infer_model *a0 = infer_open(inf, base_dir, adapter_dir[0], &err);
+    CHECK(b && a0);
+    if (!b || !a0)
+        return;
+    uint64_t adapter = infer_model_bytes(a0), need = infer_model_bytes(b) + adapter;
+    infer_close(a0);
+    infer_close(b);
+    infer_free(inf);
+    cfg.memory_bytes = need + adapter / 2;
+    inf = infer_new(&cfg, &err);
+    a0 = infer_open(inf, base_dir, adapter_dir[0], &err);
+    CHECK(a0 != NULL);
+    infer_close(a0);
+    struct infer_model *a1 = infer_open(inf, base_dir, adapter_dir[1], &err);
+    CHECK(a1 != NULL); /* adapter 0 was idle: unloaded to make room */
+    infer_memory(inf, &used, &budget);
+    CHECK(used <= budget && used == need);
+    CHECK(infer_open(inf, base_dir, adapter_dir[0], &err) == NULL && err.code == FJ_ERR_NOMEM);
+    infer_close(a1);
+    CHECK((a0 = infer_open(inf, base_dir, adapter_dir[0], &err)) != NULL); /* now it can */
+    infer_close(a0);
+    infer_free(inf);
 }
 
 int main(void)
