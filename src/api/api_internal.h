@@ -40,7 +40,8 @@ struct api_server {
     pthread_mutex_t deploy_lock;
     pthread_cond_t deploy_cond;
     struct api_deploy *deploys;
-    int loaders; /* deployment loads in flight */
+    int loaders;         /* deployment loads in flight */
+    uint64_t deploy_gen; /* counts PUTs, so that a load knows whether it is still wanted */
     bool stopping;
     /* chats in progress (chat.c), so that stopping can wake every suspended connection */
     pthread_mutex_t chats_lock;

@@ -30,8 +30,6 @@ struct api_deploy {
     double tokens, refilled; /* the bucket and when it was last refilled */
 };
 
-static uint64_t generation;
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -115,7 +113,7 @@ static void start_load(struct api_server *srv, struct api_deploy *d)
     pthread_t t;
     pthread_attr_t attr;
     d->state = DEPLOY_CREATING;
-    d->gen = ++generation;
+    d->gen = ++srv->deploy_gen;
     if (job) {
         job->srv = srv;
         job->gen = d->gen;

@@ -96,33 +96,36 @@ static void drop_request(struct infer_request *rq)
 
 /* ---- slots ----------------------------------------------------------------------------- */
 
-static void account(struct infer *inf, int64_t bytes)
+/* Moves memory in use and the running and queued counts, under the registry's lock (where
+ * /metrics reads them without taking any engine's). More memory is taken only if it fits
+ * the budget: false, and nothing changed, if not. */
+static bool account(struct infer *inf, int64_t bytes, int running, int queued)
 {
     pthread_mutex_lock(&inf->lock);
-    inf->used = (uint64_t)((int64_t)inf->used + bytes);
+    bool ok = bytes <= 0 || inf->used + (uint64_t)bytes <= inf->cfg.memory_bytes;
+    if (ok) {
+        inf->used = (uint64_t)((int64_t)inf->used + bytes);
+        inf->stats.running += running;
+        inf->stats.queued += queued;
+    }
     pthread_mutex_unlock(&inf->lock);
+    return ok;
 }
 
 static void seq_free(struct infer_base *base, struct infer_seq *sq)
 {
-    if (!sq)
-        return;
-    account(base->inf, -(int64_t)sq->cache_bytes);
+    account(base->inf, -(int64_t)sq->cache_bytes, -1, 0);
     model_cache_free(sq->cache);
     infer_text_free(&sq->text);
     free(sq->gen);
     free(sq);
 }
 
-/* Reserves memory for rq's caches if the budget allows. */
-static bool reserve(struct infer *inf, uint64_t bytes)
+/* Takes rq off the head of the queue. */
+static void dequeue(struct infer_base *base, struct infer_request *rq)
 {
-    pthread_mutex_lock(&inf->lock);
-    bool ok = inf->used + bytes <= inf->cfg.memory_bytes;
-    if (ok)
-        inf->used += bytes;
-    pthread_mutex_unlock(&inf->lock);
-    return ok;
+    base->queue = rq->next;
+    account(base->inf, 0, 0, -1);
 }
 
 /* Moves queued requests into slots while slots and memory allow. Under base->lock. */
@@ -133,25 +136,24 @@ static void admit(struct engine *e)
         struct infer_request *rq = base->queue;
         int n = rq->params.n;
         if (is_cancelled(rq)) {
-            base->queue = rq->next;
+            dequeue(base, rq);
             drop_request(rq);
             continue;
         }
         if (base->n_seqs + n > e->max_seqs)
             return;
-        uint64_t each = model_cache_bytes(base->m, rq->max_T), need = each * (uint64_t)n;
-        if (!reserve(base->inf, need)) {
+        uint64_t each = model_cache_bytes(base->m, rq->max_T);
+        if (!account(base->inf, (int64_t)(each * (uint64_t)n), n, 0)) {
             if (base->n_seqs > 0)
                 return; /* waits for running sequences to free their caches */
-            base->queue = rq->next;
+            dequeue(base, rq);
             fail_request(rq, "the request's KV cache does not fit this server's inference "
                              "memory budget (--infer-memory-mb); retry later or ask for fewer "
                              "tokens");
             drop_request(rq);
             continue;
         }
-        base->queue = rq->next;
-        account(base->inf, -(int64_t)need); /* each sequence accounts for itself below */
+        dequeue(base, rq);
         for (int c = 0; c < n; c++) {
             struct infer_seq *sq = calloc(1, sizeof *sq);
             struct fj_err err = {0};
@@ -161,13 +163,14 @@ static void admit(struct engine *e)
                 sq->choice = c;
                 sq->cache_bytes = each;
                 sq->rng = fj_splitmix64(rq->rng_seed ^ fj_splitmix64((uint64_t)c));
-                account(base->inf, (int64_t)each);
                 base->seqs[base->n_seqs++] = sq;
                 continue;
             }
             if (sq)
                 model_cache_free(sq->cache);
             free(sq);
+            /* the choices not made give back what was taken for them */
+            account(base->inf, -(int64_t)(each * (uint64_t)(n - c)), -(n - c), 0);
             fail_request(rq, "out of memory for the request's KV cache");
             if (c == 0) /* no sequence of it to be swept */
                 drop_request(rq);
@@ -435,7 +438,7 @@ static void *engine_main(void *arg)
         fail_request(base->seqs[i]->rq, "the model was unloaded");
     while (base->queue) {
         struct infer_request *rq = base->queue;
-        base->queue = rq->next;
+        dequeue(base, rq);
         fail_request(rq, "the model was unloaded");
         drop_request(rq);
     }
@@ -498,12 +501,13 @@ int infer_engine_enqueue(struct infer_base *base, struct infer_request *rq, stru
     else
         base->queue = rq;
     base->queue_tail = rq;
+    struct infer *inf = base->inf;
+    pthread_mutex_lock(&inf->lock); /* counted while it is in the queue, before admit sees it */
+    inf->stats.requests++;
+    inf->stats.queued++;
+    pthread_mutex_unlock(&inf->lock);
     pthread_cond_signal(&base->wake);
     pthread_mutex_unlock(&base->lock);
-    struct infer *inf = base->inf;
-    pthread_mutex_lock(&inf->lock);
-    inf->stats.requests++;
-    pthread_mutex_unlock(&inf->lock);
     return 0;
 }
 
@@ -511,22 +515,5 @@ void infer_engine_poke(struct infer_base *base)
 {
     pthread_mutex_lock(&base->lock);
     pthread_cond_signal(&base->wake);
-    pthread_mutex_unlock(&base->lock);
-}
-
-bool infer_engine_busy(struct infer_base *base)
-{
-    pthread_mutex_lock(&base->lock);
-    bool busy = base->queue || base->n_seqs > 0;
-    pthread_mutex_unlock(&base->lock);
-    return busy;
-}
-
-void infer_engine_counts(struct infer_base *base, int *running, int *queued)
-{
-    pthread_mutex_lock(&base->lock);
-    *running += base->n_seqs;
-    for (struct infer_request *rq = base->queue; rq; rq = rq->next)
-        (*queued)++;
     pthread_mutex_unlock(&base->lock);
 }

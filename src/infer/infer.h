@@ -134,7 +134,7 @@ void infer_request_release(struct infer_request *rq);
 /* Counters for /metrics. */
 struct infer_stats {
     uint64_t prompt_tokens, generated_tokens, requests, steps;
-    int running, queued;
+    int running, queued; /* sequences decoding, requests waiting (all models) */
 };
 void infer_stats(struct infer *inf, struct infer_stats *out);
 

@@ -132,9 +132,5 @@ void infer_engine_poke(struct infer_base *base);
 /* Starts / stops (ending every request) the engine's thread. */
 int infer_engine_start(struct infer_base *base, struct fj_err *err);
 void infer_engine_stop(struct infer_base *base);
-/* Whether the engine has requests queued or running. */
-bool infer_engine_busy(struct infer_base *base);
-/* Adds the engine's running sequences and queued requests to the counts. */
-void infer_engine_counts(struct infer_base *base, int *running, int *queued);
 
 #endif

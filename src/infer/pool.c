@@ -30,18 +30,10 @@ struct infer *infer_new(const struct infer_config *cfg, struct fj_err *err)
     return inf;
 }
 
-/* The bytes a base's weights and engine take, from its config. */
+/* The bytes a base's weights and its engine's logits rows take. */
 static uint64_t base_bytes(const struct model_config *c, const struct infer_config *cfg)
 {
-    uint64_t C = (uint64_t)c->n_embd, V = (uint64_t)c->vocab_size, FF = (uint64_t)c->n_ff;
-    uint64_t AH = (uint64_t)c->n_head * c->head_dim, KVW = (uint64_t)c->n_kv_head * c->head_dim;
-    uint64_t hid = c->arch == MODEL_ARCH_GPT2 ? FF : 2 * FF;
-    uint64_t layer = C * (AH + 2 * KVW) + AH * C + C * hid + FF * C + 8 * C;
-    uint64_t n = V * C * (c->tie_embeddings ? 1 : 2) + (uint64_t)c->n_layer * layer;
-    if (c->arch == MODEL_ARCH_GPT2)
-        n += (uint64_t)c->n_ctx * C;
-    uint64_t logits = (uint64_t)cfg->max_seqs * V; /* the engine's logits rows */
-    return 4 * (n + logits);
+    return model_weight_bytes(c) + (uint64_t)cfg->max_seqs * (uint64_t)c->vocab_size * 4;
 }
 
 static void base_free(struct infer_base *b)
@@ -315,12 +307,5 @@ void infer_stats(struct infer *inf, struct infer_stats *out)
 {
     pthread_mutex_lock(&inf->lock);
     *out = inf->stats;
-    struct infer_base *bases[64];
-    int n = 0;
-    for (struct infer_base *b = inf->bases; b && n < 64; b = b->next)
-        bases[n++] = b;
-    out->running = out->queued = 0;
-    for (int i = 0; i < n; i++)
-        infer_engine_counts(bases[i], &out->running, &out->queued);
     pthread_mutex_unlock(&inf->lock);
 }

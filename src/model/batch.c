@@ -90,36 +90,31 @@ static size_t batch_layout(struct model_batch *b, float *base)
 {
     const struct model *m = b->m;
     const struct model_config *c = &m->cfg;
-    size_t used = 0, n = (size_t)b->max_rows, C = (size_t)c->n_embd;
-#define TAKE(ptr, count)                                                                           \
-    do {                                                                                           \
-        (ptr) = base ? base + used : NULL;                                                         \
-        used += ((size_t)(count) + 15) / 16 * 16;                                                  \
-    } while (0)
-    TAKE(b->x, n * C);
-    TAKE(b->y, n * C);
-    TAKE(b->lnf, n * C);
-    TAKE(b->lnf_mean, n);
-    TAKE(b->lnf_rstd, n);
-    TAKE(b->cos_t, (size_t)c->n_ctx * c->head_dim / 2);
-    TAKE(b->sin_t, (size_t)c->n_ctx * c->head_dim / 2);
-    TAKE(b->att, (size_t)b->n_threads * c->n_head * b->max_seg * c->n_ctx);
+    size_t n = (size_t)b->max_rows, C = (size_t)c->n_embd;
+    struct model_carver cv = {.base = base};
+    b->x = model_carve(&cv, n * C);
+    b->y = model_carve(&cv, n * C);
+    b->lnf = model_carve(&cv, n * C);
+    b->lnf_mean = model_carve(&cv, n);
+    b->lnf_rstd = model_carve(&cv, n);
+    b->cos_t = model_carve(&cv, (size_t)c->n_ctx * c->head_dim / 2);
+    b->sin_t = model_carve(&cv, (size_t)c->n_ctx * c->head_dim / 2);
+    b->att = model_carve(&cv, (size_t)b->n_threads * c->n_head * b->max_seg * c->n_ctx);
     struct block_bufs *bb = &b->bb;
-    TAKE(bb->ln1, n * C);
-    TAKE(bb->ln1_mean, n);
-    TAKE(bb->ln1_rstd, n);
-    TAKE(bb->qkv, n * m->QKV);
-    TAKE(bb->atty, n * m->AH);
-    TAKE(bb->mid, n * C);
-    TAKE(bb->ln2, n * C);
-    TAKE(bb->ln2_mean, n);
-    TAKE(bb->ln2_rstd, n);
-    TAKE(bb->hid, n * m->HID);
-    TAKE(bb->actv, n * c->n_ff);
-#undef TAKE
+    bb->ln1 = model_carve(&cv, n * C);
+    bb->ln1_mean = model_carve(&cv, n);
+    bb->ln1_rstd = model_carve(&cv, n);
+    bb->qkv = model_carve(&cv, n * m->QKV);
+    bb->atty = model_carve(&cv, n * m->AH);
+    bb->mid = model_carve(&cv, n * C);
+    bb->ln2 = model_carve(&cv, n * C);
+    bb->ln2_mean = model_carve(&cv, n);
+    bb->ln2_rstd = model_carve(&cv, n);
+    bb->hid = model_carve(&cv, n * m->HID);
+    bb->actv = model_carve(&cv, n * c->n_ff);
     bb->att = NULL; /* attention probabilities go to the per-thread scratch */
     bb->lora_h_stride = 0;
-    return used;
+    return cv.used;
 }
 
 size_t model_batch_bytes(const struct model *m, int max_rows, int max_seg)

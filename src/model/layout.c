@@ -188,6 +188,29 @@ void *model_alloc_floats(size_t n, struct fj_err *err)
     return p;
 }
 
+/* The config and the widths derived from it. */
+static void set_shape(struct model *m, const struct model_config *cfg)
+{
+    m->cfg = *cfg;
+    m->AH = cfg->n_head * cfg->head_dim;
+    m->QKV = (cfg->n_head + 2 * cfg->n_kv_head) * cfg->head_dim;
+    m->HID = cfg->arch == MODEL_ARCH_GPT2 ? cfg->n_ff : 2 * cfg->n_ff;
+}
+
+size_t model_weight_bytes(const struct model_config *cfg)
+{
+    /* the layout's counting pass, on a model that has its shape and no weights */
+    struct model m = {0};
+    set_shape(&m, cfg);
+    m.layers = calloc((size_t)cfg->n_layer, sizeof *m.layers);
+    if (!m.layers)
+        return SIZE_MAX;
+    struct layout lo = {.m = &m};
+    layout_run(&lo);
+    free(m.layers);
+    return lo.used * sizeof(float);
+}
+
 struct model *model_new(const struct model_config *cfg, struct fj_err *err)
 {
     struct model *m = calloc(1, sizeof *m);
@@ -195,10 +218,7 @@ struct model *model_new(const struct model_config *cfg, struct fj_err *err)
         fj_err_set(err, FJ_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    m->cfg = *cfg;
-    m->AH = cfg->n_head * cfg->head_dim;
-    m->QKV = (cfg->n_head + 2 * cfg->n_kv_head) * cfg->head_dim;
-    m->HID = cfg->arch == MODEL_ARCH_GPT2 ? cfg->n_ff : 2 * cfg->n_ff;
+    set_shape(m, cfg);
     m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
     m->inv_freq = calloc((size_t)cfg->head_dim / 2 + 1, sizeof *m->inv_freq);
     if (!m->layers || !m->inv_freq) {

@@ -58,6 +58,10 @@ struct model *model_new(const struct model_config *cfg, struct fj_err *err);
  * (attention-mask buffers, rotary caches) are ignored. */
 struct model *model_load(const char *dir, struct fj_err *err);
 
+/* The bytes the weights of a model of cfg's shape take (what model_new allocates for
+ * them), without allocating them: to plan memory before loading. */
+size_t model_weight_bytes(const struct model_config *cfg);
+
 /* Frees the model and its adapter. NULL is allowed. */
 void model_free(struct model *m);
 

@@ -74,6 +74,20 @@ static inline float *model_grad_of(const struct model *m, const float *p)
     return (m->g && p) ? m->g + (p - m->w) : NULL;
 }
 
+/* Hands out consecutive 16-float-aligned pieces of one block; only counts when base is NULL
+ * (a layout runs twice: count, allocate, then point). */
+struct model_carver {
+    float *base;
+    size_t used;
+};
+
+static inline float *model_carve(struct model_carver *cv, size_t n)
+{
+    float *p = cv->base ? cv->base + cv->used : NULL;
+    cv->used += (n + 15) / 16 * 16;
+    return p;
+}
+
 /* posix_memalign'ed, zeroed floats; NULL + FJ_ERR_NOMEM. free() them. */
 void *model_alloc_floats(size_t n, struct fj_err *err);
 

@@ -35,20 +35,7 @@ struct model_run {
     double n_tokens;
 };
 
-/* Hands out consecutive 16-float-aligned pieces of one block; counts when base is NULL. */
-struct carver {
-    float *base;
-    size_t used;
-};
-
-static float *carve(struct carver *cv, size_t n)
-{
-    float *p = cv->base ? cv->base + cv->used : NULL;
-    cv->used += (n + 15) / 16 * 16;
-    return p;
-}
-
-static void run_layout(struct model_run *r, struct carver *cv)
+static void run_layout(struct model_run *r, struct model_carver *cv)
 {
     const struct model *m = r->m;
     const struct model_config *c = &m->cfg;
@@ -58,56 +45,56 @@ static void run_layout(struct model_run *r, struct carver *cv)
         in_max = (size_t)m->sites[s].in > in_max ? (size_t)m->sites[s].in : in_max;
     bool drop = m->has_lora && m->lora.dropout > 0;
 
-    r->cos_t = carve(cv, T * c->head_dim / 2);
-    r->sin_t = carve(cv, T * c->head_dim / 2);
-    r->res = carve(cv, (L + 1) * N * C);
+    r->cos_t = model_carve(cv, T * c->head_dim / 2);
+    r->sin_t = model_carve(cv, T * c->head_dim / 2);
+    r->res = model_carve(cv, (L + 1) * N * C);
     for (size_t l = 0; l < L; l++) {
         struct block_bufs *b = &r->bufs[l];
-        b->ln1 = carve(cv, N * C);
-        b->ln1_mean = carve(cv, N);
-        b->ln1_rstd = carve(cv, N);
-        b->qkv = carve(cv, N * m->QKV);
-        b->att = carve(cv, (size_t)r->B * c->n_head * T * T);
-        b->atty = carve(cv, N * m->AH);
-        b->mid = carve(cv, N * C);
-        b->ln2 = carve(cv, N * C);
-        b->ln2_mean = carve(cv, N);
-        b->ln2_rstd = carve(cv, N);
-        b->hid = carve(cv, N * m->HID);
-        b->actv = carve(cv, N * c->n_ff);
+        b->ln1 = model_carve(cv, N * C);
+        b->ln1_mean = model_carve(cv, N);
+        b->ln1_rstd = model_carve(cv, N);
+        b->qkv = model_carve(cv, N * m->QKV);
+        b->att = model_carve(cv, (size_t)r->B * c->n_head * T * T);
+        b->atty = model_carve(cv, N * m->AH);
+        b->mid = model_carve(cv, N * C);
+        b->ln2 = model_carve(cv, N * C);
+        b->ln2_mean = model_carve(cv, N);
+        b->ln2_rstd = model_carve(cv, N);
+        b->hid = model_carve(cv, N * m->HID);
+        b->actv = model_carve(cv, N * c->n_ff);
         /* LoRA buffers: every site of every layer, indexed by site number */
         b->lora_h_stride = N * r_lora;
         b->lora_xd_stride = drop ? N * in_max : 0;
         if (l == 0) {
-            b->lora_h = carve(cv, m->n_sites * b->lora_h_stride);
-            b->lora_xd = carve(cv, m->n_sites * b->lora_xd_stride);
+            b->lora_h = model_carve(cv, m->n_sites * b->lora_h_stride);
+            b->lora_xd = model_carve(cv, m->n_sites * b->lora_xd_stride);
         } else {
             b->lora_h = r->bufs[0].lora_h;
             b->lora_xd = r->bufs[0].lora_xd;
         }
     }
-    r->lnf = carve(cv, N * C);
-    r->lnf_mean = carve(cv, N);
-    r->lnf_rstd = carve(cv, N);
-    r->logits = carve(cv, N * c->vocab_size);
-    r->losses = carve(cv, N);
-    r->mask = carve(cv, N);
-    r->dres = carve(cv, N * C);
-    r->gb.dln = carve(cv, N * C);
-    r->gb.dqkv = carve(cv, N * m->QKV);
-    r->gb.datty = carve(cv, N * m->AH);
-    r->gb.dhid = carve(cv, N * m->HID);
-    r->gb.dact = carve(cv, N * c->n_ff);
-    r->gb.att_scratch = carve(cv, (size_t)nn_threads() * T * T);
-    r->gb.lora_dh = carve(cv, N * r_lora);
-    r->gb.lora_dx = carve(cv, drop ? N * in_max : 0);
+    r->lnf = model_carve(cv, N * C);
+    r->lnf_mean = model_carve(cv, N);
+    r->lnf_rstd = model_carve(cv, N);
+    r->logits = model_carve(cv, N * c->vocab_size);
+    r->losses = model_carve(cv, N);
+    r->mask = model_carve(cv, N);
+    r->dres = model_carve(cv, N * C);
+    r->gb.dln = model_carve(cv, N * C);
+    r->gb.dqkv = model_carve(cv, N * m->QKV);
+    r->gb.datty = model_carve(cv, N * m->AH);
+    r->gb.dhid = model_carve(cv, N * m->HID);
+    r->gb.dact = model_carve(cv, N * c->n_ff);
+    r->gb.att_scratch = model_carve(cv, (size_t)nn_threads() * T * T);
+    r->gb.lora_dh = model_carve(cv, N * r_lora);
+    r->gb.lora_dx = model_carve(cv, drop ? N * in_max : 0);
 }
 
 size_t model_run_bytes(const struct model *m, int B, int T)
 {
     struct block_bufs *bufs = calloc((size_t)m->cfg.n_layer, sizeof *bufs);
     struct model_run r = {.m = (struct model *)m, .B = B, .T = T, .N = B * T, .bufs = bufs};
-    struct carver cv = {0};
+    struct model_carver cv = {0};
     if (!bufs)
         return SIZE_MAX;
     run_layout(&r, &cv);
@@ -139,14 +126,14 @@ struct model_run *model_run_new(struct model *m, int B, int T, struct fj_err *er
     r->pos = r->ints + 2 * r->N;
     r->kstart = r->ints + 3 * r->N;
     r->B_max = B;
-    struct carver cv = {0};
+    struct model_carver cv = {0};
     run_layout(r, &cv);
     r->block = model_alloc_floats(cv.used, err);
     if (!r->block) {
         model_run_free(r);
         return NULL;
     }
-    cv = (struct carver){.base = r->block};
+    cv = (struct model_carver){.base = r->block};
     run_layout(r, &cv);
     if (c->arch != MODEL_ARCH_GPT2)
         nn_rope_tables(r->cos_t, r->sin_t, m->inv_freq, T, c->head_dim);
